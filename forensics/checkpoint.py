@@ -1,0 +1,122 @@
+"""Checkpoints: a safetensors file of weights plus a JSON model card beside it.
+
+`weights.safetensors` pairs with `weights.json`. Loading never unpickles anything,
+and every failure names the file and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from forensics.model_card import ModelCard
+from forensics.models import ModelBuildError, build_model
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and the fix."""
+
+
+def card_path_for(weights_path: str | Path) -> Path:
+    return Path(weights_path).with_suffix(".json")
+
+
+def save_checkpoint(model: nn.Module, card: ModelCard, weights_path: str | Path, half: bool = False) -> Path:
+    """Write `<name>.safetensors` and `<name>.json`; returns the weights path.
+
+    Args:
+        half: store floating tensors as float16 (half the size; loading casts back to float32).
+    """
+    from safetensors.torch import save_file
+
+    weights_path = Path(weights_path).with_suffix(".safetensors")
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[name] = tensor
+    save_file(state, str(weights_path), metadata={"forgescan_card": card.to_json()})
+    card.write(card_path_for(weights_path))
+    return weights_path
+
+
+def read_card(weights_path: str | Path) -> ModelCard:
+    """The card beside a weights file, or the copy embedded in its safetensors header."""
+    weights_path = Path(weights_path)
+    card_file = card_path_for(weights_path)
+    try:
+        if card_file.exists():
+            return ModelCard.read(card_file)
+        from safetensors import safe_open
+
+        with safe_open(str(weights_path), framework="pt") as handle:
+            embedded = (handle.metadata() or {}).get("forgescan_card")
+        if embedded is None:
+            raise CheckpointError(
+                f"Checkpoint {weights_path} has no model card: expected {card_file} next to it. "
+                "Save checkpoints with forensics.save_checkpoint or `forgescan train`."
+            )
+        return ModelCard.from_dict(json.loads(embedded))
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"Model card for {weights_path} is not valid: {error}") from None
+    except Exception as error:
+        raise CheckpointError(
+            f"Cannot read checkpoint {weights_path}: {error}. "
+            "Pass a .safetensors file written by forgescan (pickled .pt/.pth files are refused)."
+        ) from None
+
+
+def load_checkpoint(weights_path: str | Path, expected_kind: str | None = None) -> tuple[nn.Module, ModelCard]:
+    """Build the model from the card and load the weights, checking every tensor name and shape."""
+    from safetensors.torch import load_file
+
+    weights_path = Path(weights_path)
+    if not weights_path.exists():
+        raise CheckpointError(f"Checkpoint {weights_path} does not exist. Check the path, or omit it to use the default.")
+    if weights_path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"Checkpoint {weights_path} is not a .safetensors file. forgescan never unpickles "
+            "weights; convert with `safetensors.torch.save_file(model.state_dict(), path)`."
+        )
+    card = read_card(weights_path)
+    if expected_kind is not None and card.kind != expected_kind:
+        raise CheckpointError(
+            f"Checkpoint {weights_path} holds a {card.kind}, but a {expected_kind} was expected: "
+            f"pass it to --{card.kind} instead."
+        )
+    try:
+        model = build_model(card)
+    except ModelBuildError as error:
+        raise CheckpointError(f"Checkpoint {weights_path}: {error}") from None
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:
+        raise CheckpointError(f"Cannot read weights from {weights_path}: {error}. Is the file complete?") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"Checkpoint {weights_path} does not match architecture {card.architecture}: "
+            f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"{len(wrong_shape)} with another shape {wrong_shape[:3]}. "
+            "The weights were saved from a different model; fix the card's architecture or use the matching file."
+        )
+    state = {k: v.to(own[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    return model, card
+
+
+def resolve_model(weights_path: str | Path | None, default_card: ModelCard) -> tuple[nn.Module, ModelCard]:
+    """Load a checkpoint, or build the default card's architecture with random weights."""
+    if weights_path is None:
+        return build_model(default_card), default_card
+    return load_checkpoint(weights_path, expected_kind=default_card.kind)

@@ -1,0 +1,152 @@
+"""Image decoding that turns any byte string into model inputs or a named error.
+
+Archives hold everything: truncated JPEGs, HTML named `.jpg`, 16-bit TIFFs,
+decompression bombs. `decode_image` either returns the image facts and resized
+RGB arrays for the models, or raises `ImageDecodeError` with a kind an analyst
+can filter on. JPEGs are decoded at reduced size (`draft`) when the models need
+far fewer pixels than the file holds.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels; larger images become `too_large` error rows
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+_MODES_NEEDING_ALPHA_FLATTEN = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a usable image. `kind` is a short machine-readable reason."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as the models see it, plus the facts written to the output row.
+
+    Attributes:
+        format: container format reported by the decoder (JPEG, PNG, ...).
+        width, height: size after EXIF orientation, at full resolution.
+        inputs: RGB uint8 arrays of shape (h, w, 3), one per requested (h, w).
+    """
+
+    format: str
+    width: int
+    height: int
+    inputs: dict[tuple[int, int], np.ndarray]
+
+
+def decode_image(
+    data: bytes,
+    input_sizes: list[tuple[int, int]] | tuple[tuple[int, int], ...],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    """Decode bytes into the model inputs; raises ImageDecodeError for anything unusable."""
+    if not data:
+        raise ImageDecodeError("empty", "the object has zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        if isinstance(error, UnidentifiedImageError):
+            raise ImageDecodeError("not_an_image", f"no image decoder recognises these bytes ({_sniff(data)})") from None
+        raise ImageDecodeError("too_large", str(error)) from None
+    except Exception as error:  # corrupt headers raise a zoo of exception types
+        raise ImageDecodeError("corrupt", f"cannot read the image header: {error}") from None
+
+    stored_width, stored_height = image.size
+    if stored_width < 1 or stored_height < 1:
+        raise ImageDecodeError("corrupt", f"image reports size {stored_width}x{stored_height}")
+    if stored_width * stored_height > max_pixels:
+        raise ImageDecodeError(
+            "too_large",
+            f"{stored_width}x{stored_height} = {stored_width * stored_height:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (raise --max-pixels to scan it)",
+        )
+    image_format = image.format or "unknown"
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:
+        orientation = 1
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = stored_height, stored_width
+    else:
+        width, height = stored_width, stored_height
+
+    largest_side = max(max(size) for size in input_sizes)
+    try:
+        if image_format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
+            image.draft("RGB" if image.mode != "L" else "L", (largest_side, largest_side))
+        image.seek(0)
+        image.load()
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except OSError as error:
+        message = str(error)
+        kind = "truncated" if "truncated" in message or "broken data stream" in message else "corrupt"
+        raise ImageDecodeError(kind, f"decoding failed: {message}") from None
+    except Exception as error:
+        raise ImageDecodeError("corrupt", f"decoding failed: {type(error).__name__}: {error}") from None
+
+    inputs = {}
+    for size in dict.fromkeys(tuple(s) for s in input_sizes):
+        out_h, out_w = size
+        resized = rgb.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0)
+        inputs[size] = np.asarray(resized, dtype=np.uint8)
+    return DecodedImage(format=image_format, width=width, height=height, inputs=inputs)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: alpha flattened onto white, 16/32-bit rescaled, CMYK converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in _MODES_NEEDING_ALPHA_FLATTEN:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if values.ndim == 3:
+            values = values[..., :3]
+        top = 65535.0 if mode.startswith("I;16") else max(float(values.max()), 1.0)
+        gray = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as error:
+        raise ImageDecodeError("unsupported", f"colour mode {mode} cannot be converted to RGB: {error}") from None
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "looks like HTML"
+    if head.startswith(b"%pdf"):
+        return "looks like a PDF"
+    if head[:1] in (b"{", b"["):
+        return "looks like JSON"
+    try:
+        data[:256].decode("utf-8")
+        return "looks like text"
+    except UnicodeDecodeError:
+        return f"starts with bytes {data[:8].hex()}"

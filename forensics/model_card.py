@@ -1,0 +1,117 @@
+"""The model card: everything needed to rebuild, preprocess for and trust a checkpoint.
+
+A card travels next to its safetensors file as JSON. Preprocessing, calibration
+and verdict thresholds are read from it, never from constants scattered in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLASSIFIER = "classifier"
+SEGMENTER = "segmenter"
+MODEL_KINDS = (CLASSIFIER, SEGMENTER)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Description of one checkpoint.
+
+    Attributes:
+        kind: ``classifier`` (real vs AI-generated) or ``segmenter`` (manipulated regions).
+        architecture: keyword arguments for the model factory, e.g.
+            ``{"name": "efficientnet_b0"}`` or
+            ``{"arch": "Unet", "encoder_name": "efficientnet-b0", "classes": 1}``.
+        input_size: model input as ``[height, width]``.
+        mean, std: per-channel normalisation applied to RGB values in [0, 1].
+        temperature: logit temperature fitted by calibration (1.0 = uncalibrated).
+        thresholds: decision thresholds, e.g. ``{"ai_generated": 0.5}`` or
+            ``{"pixel": 0.5, "manipulated": 0.5}``.
+        version: written into every output row; contains ``untrained`` for random weights.
+        trained: False when the weights are freshly initialised.
+    """
+
+    kind: str
+    architecture: dict[str, Any]
+    version: str
+    input_size: tuple[int, int] = (256, 256)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    temperature: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)
+    trained: bool = False
+    training_data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reproduce: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"Wrong model kind `{self.kind}`, supported kinds: {list(MODEL_KINDS)}")
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def threshold(self, name: str, default: float = 0.5) -> float:
+        return float(self.thresholds.get(name, default))
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown model card fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ModelCard":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+
+def default_classifier_card(input_size: tuple[int, int] = (256, 256)) -> ModelCard:
+    """Card for a freshly initialised timm EfficientNet-B0 with one logit."""
+    return ModelCard(
+        kind=CLASSIFIER,
+        architecture={"name": "efficientnet_b0"},
+        version="efficientnet_b0-untrained",
+        input_size=input_size,
+        thresholds={"ai_generated": 0.5},
+        trained=False,
+        notes="Randomly initialised weights: verdicts are meaningless until trained.",
+    )
+
+
+def default_segmenter_card(input_size: tuple[int, int] = (256, 256)) -> ModelCard:
+    """Card for a freshly initialised smp U-Net with an EfficientNet-B0 encoder."""
+    return ModelCard(
+        kind=SEGMENTER,
+        architecture={"arch": "Unet", "encoder_name": "efficientnet-b0", "classes": 1},
+        version="unet-efficientnet-b0-untrained",
+        input_size=input_size,
+        thresholds={"pixel": 0.5, "manipulated": 0.5},
+        trained=False,
+        notes="Randomly initialised weights: masks are meaningless until trained.",
+    )

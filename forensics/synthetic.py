@@ -1,0 +1,199 @@
+"""Synthetic forensic data from real photographs that ship with scikit-image.
+
+No dataset can be downloaded on the build machines, so the demo archive and
+the demo checkpoints are built from `skimage.data` photographs:
+- spliced images: a region from one photo pasted into another, with the exact
+  mask, varied shapes, scales, feathered or hard edges, and JPEG re-compression;
+- a stand-in for generated images: a photo re-synthesised through an
+  up-sampling decoder (down-sample, then a strided transposed convolution with
+  a fixed "generator" kernel) -- the periodic up-sampling trace that detectors
+  of generated images learn. These are stand-ins, not real generator output.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+PHOTO_NAMES = (
+    "astronaut", "camera", "chelsea", "coffee", "rocket", "retina", "brick", "grass", "gravel",
+    "hubble_deep_field", "immunohistochemistry", "moon", "clock", "coins", "cell", "page",
+)
+MASK_SHAPES = ("ellipse", "rectangle", "polygon", "blob")
+
+
+@functools.lru_cache(maxsize=1)
+def real_photographs() -> tuple[tuple[str, np.ndarray], ...]:
+    """The scikit-image photographs as RGB uint8 arrays, plus the stereo motorcycle pair."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTO_NAMES:
+        photos.append((name, _as_rgb(getattr(skimage.data, name)())))
+    left, right, _ = skimage.data.stereo_motorcycle()
+    photos += [("motorcycle_left", _as_rgb(left)), ("motorcycle_right", _as_rgb(right))]
+    return tuple(photos)
+
+
+def _as_rgb(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return np.ascontiguousarray(array[..., :3].astype(np.uint8))
+
+
+def random_crop(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.ndarray:
+    """A random square crop (random scale, random flip) resized to size x size."""
+    height, width = photo.shape[:2]
+    side = int(rng.uniform(0.45, 1.0) * min(height, width))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size), Image.BILINEAR)
+    array = np.asarray(crop)
+    if rng.random() < 0.5:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(array)
+
+
+def random_region_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A boolean mask of one region covering roughly 3%-30% of the image."""
+    shape = MASK_SHAPES[int(rng.integers(len(MASK_SHAPES)))]
+    area = rng.uniform(0.03, 0.30) * height * width
+    region_h = int(np.clip(np.sqrt(area * rng.uniform(0.5, 2.0)), 8, height - 2))
+    region_w = int(np.clip(area / region_h, 8, width - 2))
+    top = int(rng.integers(0, height - region_h))
+    left = int(rng.integers(0, width - region_w))
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    box = (left, top, left + region_w, top + region_h)
+    if shape == "ellipse":
+        draw.ellipse(box, fill=255)
+    elif shape == "rectangle":
+        draw.rectangle(box, fill=255)
+    elif shape == "polygon":
+        count = int(rng.integers(5, 10))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, count))
+        radii = rng.uniform(0.55, 1.0, count)
+        cx, cy = left + region_w / 2, top + region_h / 2
+        points = [(cx + r * np.cos(a) * region_w / 2, cy + r * np.sin(a) * region_h / 2) for a, r in zip(angles, radii)]
+        draw.polygon(points, fill=255)
+    else:  # blob: smoothed noise inside the box
+        noise = rng.random((max(region_h // 8, 2), max(region_w // 8, 2)))
+        blob = Image.fromarray((noise * 255).astype(np.uint8)).resize((region_w, region_h), Image.BICUBIC)
+        blob = blob.filter(ImageFilter.GaussianBlur(2)).point(lambda v: 255 if v > 120 else 0)
+        canvas.paste(blob, (left, top))
+    mask = np.asarray(canvas) > 127
+    if mask.sum() < 16:  # degenerate blob: fall back to the box
+        mask = np.zeros((height, width), bool)
+        mask[top : top + region_h, left : left + region_w] = True
+    return mask
+
+
+def splice(rng: np.random.Generator, target: np.ndarray, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paste a region of `donor` into `target`; returns (image, boolean mask of pasted pixels)."""
+    height, width = target.shape[:2]
+    mask = random_region_mask(rng, height, width)
+    shift_y = int(rng.integers(-height // 4, height // 4 + 1))
+    shift_x = int(rng.integers(-width // 4, width // 4 + 1))
+    donor = np.roll(donor, (shift_y, shift_x), axis=(0, 1))
+    donor = _adjust_colour(rng, donor)
+    alpha = mask.astype(np.float32)
+    if rng.random() < 0.5:  # feathered edge; the mask stays where the donor dominates
+        radius = float(rng.uniform(0.8, 2.5))
+        alpha = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)))
+        alpha = alpha.astype(np.float32) / 255.0
+        mask = alpha >= 0.5
+    blended = target.astype(np.float32) * (1 - alpha[..., None]) + donor.astype(np.float32) * alpha[..., None]
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def _adjust_colour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    gain = rng.uniform(0.8, 1.2, size=3)
+    bias = rng.uniform(-15, 15, size=3)
+    return np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _generator_kernel(seed: int) -> np.ndarray:
+    """A fixed stride-2 transposed-convolution kernel: bilinear up-sampling plus a learned-looking perturbation."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    bilinear = torch.tensor([0.25, 0.75, 0.75, 0.25])
+    base = torch.outer(bilinear, bilinear)
+    kernel = torch.zeros(3, 3, 4, 4)
+    for channel in range(3):
+        kernel[channel, channel] = base * (1 + 0.35 * torch.randn(4, 4, generator=generator))
+        kernel[channel] += 0.04 * torch.randn(3, 4, 4, generator=generator)
+    return kernel.numpy()
+
+
+def generated_standin(rng: np.random.Generator, image: np.ndarray, generator_seed: int | None = None) -> np.ndarray:
+    """Re-synthesise `image` through an up-sampling decoder, leaving periodic up-sampling traces."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = image.shape[:2]
+    seed = int(rng.integers(0, 4)) if generator_seed is None else generator_seed
+    kernel = torch.from_numpy(_generator_kernel(seed))
+    small = Image.fromarray(image).resize((max(width // 2, 2), max(height // 2, 2)), Image.BOX)
+    tensor = torch.from_numpy(np.asarray(small, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
+    upsampled = F.conv_transpose2d(tensor, kernel, stride=2, padding=1)
+    upsampled = F.interpolate(upsampled, size=(height, width), mode="nearest") if upsampled.shape[-2:] != (height, width) else upsampled
+    array = upsampled[0].permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().numpy()
+    return np.ascontiguousarray(array)
+
+
+def jpeg_roundtrip(rng: np.random.Generator, image: np.ndarray, quality_range=(70, 96)) -> np.ndarray:
+    """Re-compress as JPEG at a random quality (both classes get the same treatment)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(*quality_range)))
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+@dataclass(frozen=True)
+class SampleObject:
+    relative_path: str
+    kind: str  # authentic | spliced | generated_standin
+    mask_path: str | None
+
+
+def write_sample_archive(directory: str | Path, seed: int = 0, spliced_per_photo: int = 1, size: int = 512) -> list[SampleObject]:
+    """The bundled demo archive: real photos, spliced copies with known masks, and generated stand-ins.
+
+    Layout: `images/{authentic,spliced,generated}/*.jpg` (what gets scanned) and
+    `ground_truth/*.png` masks for the spliced images (outside the scanned folder).
+    """
+    directory = Path(directory)
+    rng = np.random.default_rng(seed)
+    photos = real_photographs()
+    objects: list[SampleObject] = []
+    for folder in ("images/authentic", "images/spliced", "images/generated", "ground_truth"):
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+    for index, (name, photo) in enumerate(photos):
+        base = random_crop(rng, photo, size)
+        path = f"images/authentic/{name}.jpg"
+        Image.fromarray(base).save(directory / path, quality=92)
+        objects.append(SampleObject(path, "authentic", None))
+        for copy in range(spliced_per_photo):
+            donor_name, donor_photo = photos[(index + 1 + copy + int(rng.integers(len(photos) - 1))) % len(photos)]
+            if donor_name == name:
+                donor_name, donor_photo = photos[(index + 1) % len(photos)]
+            spliced, mask = splice(rng, base, random_crop(rng, donor_photo, size))
+            stem = f"{name}_spliced_from_{donor_name}_{copy}"
+            path = f"images/spliced/{stem}.jpg"
+            Image.fromarray(spliced).save(directory / path, quality=92)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(directory / f"ground_truth/{stem}.png")
+            objects.append(SampleObject(path, "spliced", f"ground_truth/{stem}.png"))
+        if index % 2 == 0:
+            path = f"images/generated/{name}_standin.jpg"
+            Image.fromarray(generated_standin(rng, random_crop(rng, photo, size))).save(directory / path, quality=92)
+            objects.append(SampleObject(path, "generated_standin", None))
+    return objects

@@ -1,0 +1,1 @@
+"""Thin entry points: each job is `python -m jobs.<name>` and a `forgescan <name>` sub-command."""

@@ -1,0 +1,57 @@
+"""The `forgescan` command: one sub-command per job module.
+
+Each job module exposes `add_arguments(parser)` and `run(args) -> int`, so the
+same code runs as `forgescan <job>` and as `python -m jobs.<job>` (what
+`ray job submit` calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+JOBS = {
+    "scan": ("jobs.scan", "Scan an archive and write verdicts and masks to Parquet."),
+    "demo": ("jobs.demo", "Scan the bundled sample archive on a local Ray instance."),
+    "train": ("jobs.train", "Train the classifier or the segmenter (Ray Train)."),
+    "evaluate": ("jobs.evaluate", "Evaluate checkpoints on a labelled set; JSON + pictures."),
+    "calibrate": ("jobs.calibrate", "Fit temperature and thresholds; write them into the model card."),
+    "make-dataset": ("jobs.make_dataset", "Generate the synthetic forgery datasets from scikit-image photos."),
+    "benchmark": ("jobs.benchmark", "Measure bare-loop vs full-pipeline throughput and memory."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forgescan", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in JOBS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            commands._name_parser_map.pop(name, None)
+            commands._choices_actions = [a for a in commands._choices_actions if a.dest != name]
+            continue
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+def run_module(module_name: str, argv: list[str] | None = None) -> int:
+    """`python -m jobs.<name>` support: parse that job's own arguments and run it."""
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=(module.__doc__ or "").splitlines()[0])
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
