@@ -75,8 +75,12 @@ def read_card(weights_path: str | Path) -> ModelCard:
 
 def load_checkpoint(weights_path: str | Path, expected_kind: str | None = None) -> tuple[nn.Module, ModelCard]:
     """Build the model from the card and load the weights, checking every tensor name and shape."""
-    from safetensors.torch import load_file
+    data, card = read_checkpoint(weights_path, expected_kind)
+    return model_from_weights(data, card, str(weights_path)), card
 
+
+def read_checkpoint(weights_path: str | Path, expected_kind: str | None = None) -> tuple[bytes, ModelCard]:
+    """The raw safetensors bytes and the card, with clear errors for a wrong or missing file."""
     weights_path = Path(weights_path)
     if not weights_path.exists():
         raise CheckpointError(f"Checkpoint {weights_path} does not exist. Check the path, or omit it to use the default.")
@@ -91,28 +95,44 @@ def load_checkpoint(weights_path: str | Path, expected_kind: str | None = None) 
             f"Checkpoint {weights_path} holds a {card.kind}, but a {expected_kind} was expected: "
             f"pass it to --{card.kind} instead."
         )
+    return weights_path.read_bytes(), card
+
+
+def model_from_weights(data: bytes, card: ModelCard, name: str = "checkpoint") -> nn.Module:
+    """Build the card's architecture and load safetensors bytes into it, strictly."""
+    from safetensors.torch import load as load_safetensors
+
     try:
         model = build_model(card)
     except ModelBuildError as error:
-        raise CheckpointError(f"Checkpoint {weights_path}: {error}") from None
+        raise CheckpointError(f"Checkpoint {name}: {error}") from None
     try:
-        state = load_file(str(weights_path))
+        state = load_safetensors(data)
     except Exception as error:
-        raise CheckpointError(f"Cannot read weights from {weights_path}: {error}. Is the file complete?") from None
+        raise CheckpointError(f"Cannot read weights from {name}: {error}. Is the file complete?") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
-            f"Checkpoint {weights_path} does not match architecture {card.architecture}: "
+            f"Checkpoint {name} does not match architecture {card.architecture}: "
             f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
             f"{len(wrong_shape)} with another shape {wrong_shape[:3]}. "
             "The weights were saved from a different model; fix the card's architecture or use the matching file."
         )
     state = {k: v.to(own[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
-    return model, card
+    return model
+
+
+BUNDLED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
+
+
+def bundled_checkpoint(kind: str) -> Path | None:
+    """The demo checkpoint shipped with forgescan for `kind`, if present."""
+    path = BUNDLED_CHECKPOINTS / f"{kind}.safetensors"
+    return path if path.exists() else None
 
 
 def resolve_model(weights_path: str | Path | None, default_card: ModelCard) -> tuple[nn.Module, ModelCard]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from forensics.checkpoint import resolve_model
+from forensics.checkpoint import model_from_weights, resolve_model
 from forensics.model_card import ModelCard, default_classifier_card, default_segmenter_card
 from forensics.models import prepare_for_inference
 
@@ -51,6 +51,14 @@ class ModelPredictor:
         self.device = device or pick_device()
         self.card = card
         self.model = prepare_for_inference(model, self.device)
+
+    @classmethod
+    def from_weights(cls, data: bytes | None, card: ModelCard, device: torch.device | None = None):
+        """From safetensors bytes (None = the card's architecture with random weights)."""
+        from forensics.models import build_model
+
+        model = build_model(card) if data is None else model_from_weights(data, card, card.version)
+        return cls(model, card, device)
 
     @property
     def version(self) -> str:

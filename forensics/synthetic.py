@@ -197,3 +197,89 @@ def write_sample_archive(directory: str | Path, seed: int = 0, spliced_per_photo
             Image.fromarray(generated_standin(rng, random_crop(rng, photo, size))).save(directory / path, quality=92)
             objects.append(SampleObject(path, "generated_standin", None))
     return objects
+
+
+# --- Training datasets -----------------------------------------------------------------------------
+# Held-out photographs never appear in a `train` dataset, so held-out figures measure generalisation
+# to unseen scenes, not memory of the 13 training photographs. The motorcycle pair is held out together.
+HELD_OUT_PHOTOS = ("chelsea", "coins", "grass", "motorcycle_left", "motorcycle_right")
+PHOTO_SPLITS = ("train", "heldout", "all")
+
+
+def photographs_for_split(split: str) -> tuple[tuple[str, np.ndarray], ...]:
+    """The photographs of one split: `train` (all but HELD_OUT_PHOTOS), `heldout`, or `all`."""
+    if split not in PHOTO_SPLITS:
+        raise ValueError(f"Wrong photo split `{split}`, supported splits: {list(PHOTO_SPLITS)}")
+    photos = real_photographs()
+    if split == "all":
+        return photos
+    held_out = split == "heldout"
+    return tuple((name, photo) for name, photo in photos if (name in HELD_OUT_PHOTOS) == held_out)
+
+
+def write_real_fake_dataset(
+    directory: str | Path, n: int, seed: int, size: int = 128, split: str = "train", jpeg_quality=(70, 96)
+) -> dict[str, int]:
+    """A classifier dataset: `real/*.jpg` photo crops and `fake/*.jpg` generated stand-ins of other crops.
+
+    Both classes are cut from the same photographs at the same size and saved as
+    JPEG at the same random qualities, so only the generator trace separates them.
+    Returns the number of images written per class.
+    """
+    directory = Path(directory)
+    rng = np.random.default_rng(seed)
+    photos = photographs_for_split(split)
+    counts = {"real": 0, "fake": 0}
+    for folder in counts:
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+    for index in range(n):
+        label = "fake" if index % 2 else "real"
+        name, photo = photos[int(rng.integers(len(photos)))]
+        crop = random_crop(rng, photo, size)
+        if label == "fake":
+            crop = generated_standin(rng, crop)
+        quality = int(rng.integers(*jpeg_quality))
+        Image.fromarray(crop).save(directory / label / f"{seed}_{index:05d}_{name}.jpg", quality=quality)
+        counts[label] += 1
+    return counts
+
+
+def write_forgery_dataset(
+    directory: str | Path,
+    n: int,
+    seed: int,
+    size: int = 256,
+    split: str = "train",
+    authentic_fraction: float = 0.2,
+    jpeg_quality=(70, 96),
+) -> dict[str, int]:
+    """A segmenter dataset, DEFACTO-style: `images/<stem>.jpg` and `masks/<stem>.png` (255 = pasted).
+
+    Most images are splices (a region of another photograph pasted in, exact
+    mask); `authentic_fraction` of them are untouched crops with an empty mask,
+    so thresholds can be set at a false-positive rate. Returns counts per kind.
+    """
+    directory = Path(directory)
+    rng = np.random.default_rng(seed)
+    photos = photographs_for_split(split)
+    if len(photos) < 2:
+        raise ValueError(f"Split `{split}` has fewer than two photographs; a splice needs a donor.")
+    counts = {"spliced": 0, "authentic": 0}
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    (directory / "masks").mkdir(parents=True, exist_ok=True)
+    for index in range(n):
+        target_index = int(rng.integers(len(photos)))
+        name, photo = photos[target_index]
+        base = random_crop(rng, photo, size)
+        if rng.random() < authentic_fraction:
+            image, mask, stem = base, np.zeros((size, size), bool), f"{seed}_{index:05d}_{name}_authentic"
+            counts["authentic"] += 1
+        else:
+            donor_index = (target_index + 1 + int(rng.integers(len(photos) - 1))) % len(photos)
+            donor_name, donor_photo = photos[donor_index]
+            image, mask = splice(rng, base, random_crop(rng, donor_photo, size))
+            stem = f"{seed}_{index:05d}_{name}_spliced_from_{donor_name}"
+            counts["spliced"] += 1
+        Image.fromarray(image).save(directory / "images" / f"{stem}.jpg", quality=int(rng.integers(*jpeg_quality)))
+        Image.fromarray(mask.astype(np.uint8) * 255).save(directory / "masks" / f"{stem}.png")
+    return counts

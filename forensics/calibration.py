@@ -1,0 +1,77 @@
+"""Calibration: make scores mean probabilities, and pick thresholds an operator can defend.
+
+A temperature T is fitted by minimising the negative log-likelihood of held-out
+logits (sigmoid(logit / T)); thresholds are chosen on held-out scores, e.g. the
+lowest threshold whose false-positive rate stays at or below a target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def binary_nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean binary cross-entropy of sigmoid(logits / temperature) against labels in {0, 1}."""
+    logits_tensor = torch.as_tensor(np.asarray(logits, dtype=np.float64).ravel())
+    labels_tensor = torch.as_tensor(np.asarray(labels, dtype=np.float64).ravel())
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits_tensor / temperature, labels_tensor))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature that minimises held-out NLL (LBFGS on log T, clipped to `bounds`)."""
+    logits_tensor = torch.as_tensor(np.asarray(logits, dtype=np.float64).ravel())
+    labels_tensor = torch.as_tensor(np.asarray(labels, dtype=np.float64).ravel())
+    if logits_tensor.numel() == 0 or labels_tensor.unique().numel() < 2:
+        raise ValueError("Temperature fitting needs held-out logits of both classes; add positives and negatives.")
+    log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_temperature], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits_tensor / log_temperature.exp(), labels_tensor
+        )
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_temperature.detach().exp())
+    if not np.isfinite(temperature):
+        return 1.0
+    return float(np.clip(temperature, *bounds))
+
+
+def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, target_fpr: float) -> float:
+    """The lowest threshold (score >= threshold is positive) whose false-positive rate is <= target_fpr."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    negatives = np.sort(scores[~labels])
+    if negatives.size == 0:
+        raise ValueError("Choosing a threshold at a false-positive rate needs negative (real / authentic) samples.")
+    if not 0.0 <= target_fpr < 1.0:
+        raise ValueError(f"--target-fpr must be in [0, 1), got {target_fpr}.")
+    allowed = int(np.floor(target_fpr * negatives.size))  # negatives allowed at or above the threshold
+    cut = negatives[negatives.size - allowed - 1]  # the highest negative that must stay below the threshold
+    return float(np.nextafter(cut, np.inf))
+
+
+def threshold_for_best_f1(scores: np.ndarray, labels: np.ndarray, candidates: np.ndarray | None = None) -> float:
+    """The candidate threshold with the highest F1 (used for the per-pixel threshold)."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    candidates = np.linspace(0.05, 0.95, 19) if candidates is None else np.asarray(candidates)
+    best, best_f1 = 0.5, -1.0
+    positives = labels.sum()
+    for threshold in candidates:
+        predicted = scores >= threshold
+        true_positive = np.count_nonzero(predicted & labels)
+        denominator = predicted.sum() + positives
+        f1 = 2 * true_positive / denominator if denominator else 0.0
+        if f1 > best_f1:
+            best, best_f1 = round(float(threshold), 6), f1
+    return best
+
+
+def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))

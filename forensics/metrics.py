@@ -1,0 +1,168 @@
+"""Evaluation figures for both models, as JSON-ready dicts and as pictures (matplotlib, Agg).
+
+Image level: accuracy, F1, ROC-AUC, confusion matrix and a classification
+report. Pixel level: F1 and IoU (Jaccard) accumulated over a whole set, next to
+the scores of the trivial all-zero and all-one masks so a reader can tell a
+model from a constant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLASS_NAMES = ("real", "fake")
+
+
+def classification_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, class_names=CLASS_NAMES
+) -> dict[str, Any]:
+    """Image-level figures for scores in [0, 1] (P(positive)) against labels in {0, 1}."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, roc_auc_score
+
+    labels = np.asarray(labels).astype(int).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    predictions = (scores >= threshold).astype(int)
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "count": int(labels.size),
+        "positives": int(labels.sum()),
+        "threshold": float(threshold),
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "f1": float(f1_score(labels, predictions, zero_division=0)),
+        "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else None,
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=[0, 1]).tolist(),
+        "classification_report": classification_report(
+            labels, predictions, labels=[0, 1], target_names=list(class_names), output_dict=True, zero_division=0
+        ),
+    }
+
+
+@dataclass
+class PixelCounts:
+    """True/false positives and false negatives summed over many masks (micro-averaged pixel scores)."""
+
+    true_positive: int = 0
+    false_positive: int = 0
+    false_negative: int = 0
+    true_negative: int = 0
+    positive_pixels: int = 0
+    total_pixels: int = 0
+
+    def add(self, predicted: np.ndarray, target: np.ndarray) -> None:
+        predicted = np.asarray(predicted, dtype=bool)
+        target = np.asarray(target, dtype=bool)
+        if predicted.shape != target.shape:
+            raise ValueError(f"Predicted mask shape {predicted.shape} differs from target {target.shape}; resize one.")
+        self.true_positive += int(np.count_nonzero(predicted & target))
+        self.false_positive += int(np.count_nonzero(predicted & ~target))
+        self.false_negative += int(np.count_nonzero(~predicted & target))
+        self.true_negative += int(np.count_nonzero(~predicted & ~target))
+        self.positive_pixels += int(np.count_nonzero(target))
+        self.total_pixels += int(target.size)
+
+    @property
+    def f1(self) -> float:
+        denominator = 2 * self.true_positive + self.false_positive + self.false_negative
+        return float(2 * self.true_positive / denominator) if denominator else 1.0
+
+    @property
+    def iou(self) -> float:
+        denominator = self.true_positive + self.false_positive + self.false_negative
+        return float(self.true_positive / denominator) if denominator else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        fraction = self.positive_pixels / self.total_pixels if self.total_pixels else 0.0
+        return {
+            "pixel_f1": self.f1,
+            "pixel_iou": self.iou,
+            "pixel_precision": float(self.true_positive / max(1, self.true_positive + self.false_positive)),
+            "pixel_recall": float(self.true_positive / max(1, self.positive_pixels)),
+            "positive_pixel_fraction": float(fraction),
+            "all_zero_mask_f1": 0.0 if self.positive_pixels else 1.0,
+            "all_one_mask_f1": float(2 * fraction / (1 + fraction)) if fraction else 0.0,
+            "all_one_mask_iou": float(fraction),
+        }
+
+
+def pixel_metrics(probabilities: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Micro pixel F1 / IoU over a stack of (N, H, W) probability maps and boolean targets."""
+    counts = PixelCounts()
+    counts.add(np.asarray(probabilities) >= threshold, targets)
+    return {"threshold": float(threshold), **counts.to_dict()}
+
+
+# --- pictures ----------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix, path: str | Path, class_names=CLASS_NAMES, title: str = "Confusion matrix") -> Path:
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(4, 3.6))
+    axes.imshow(matrix, cmap="Blues")
+    for (row, column), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        axes.text(column, row, str(value), ha="center", va="center", color=colour)
+    axes.set_xticks(range(len(class_names)), class_names)
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC") -> Path:
+    """One ROC line per named (labels, scores) pair, with its AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(4.2, 4))
+    for name, (labels, scores) in curves.items():
+        if len(np.unique(labels)) < 2:
+            continue
+        false_positive_rate, true_positive_rate, _ = roc_curve(labels, scores)
+        axes.plot(false_positive_rate, true_positive_rate, label=f"{name} (AUC {roc_auc_score(labels, scores):.3f})")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    axes.set_xlabel("false positive rate")
+    axes.set_ylabel("true positive rate")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize=7)
+    return _save(figure, path)
+
+
+def plot_training_curves(history: list[dict[str, float]], path: str | Path, keys: tuple[str, ...], title: str) -> Path:
+    """Lines of the chosen per-epoch history keys (e.g. train_loss, valid_loss) against the epoch."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5, 3.4))
+    epochs = [row["epoch"] for row in history]
+    for key in keys:
+        values = [row.get(key) for row in history]
+        if any(v is not None for v in values):
+            axes.plot(epochs, [np.nan if v is None else v for v in values], marker="o", label=key)
+    axes.set_xlabel("epoch")
+    axes.set_title(title)
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

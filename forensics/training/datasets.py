@@ -1,0 +1,262 @@
+"""Training inputs as downloaded: real/fake folders, OpenFake-style Parquet, and image + mask pairs.
+
+Everything here turns a user's dataset layout into a list of small, picklable
+sample records (so Ray can ship them to training workers) plus a fingerprint
+that identifies exactly which data a checkpoint was trained on.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+REAL, FAKE = 0, 1
+# Folder names, lower-cased, that name a class. Labels come from these names, never from sort order.
+REAL_FOLDER_NAMES = ("real", "0_real", "authentic")
+FAKE_FOLDER_NAMES = ("fake", "1_fake", "generated", "ai", "synthetic")
+LABEL_NAMES = {"real": REAL, "fake": FAKE, "0": REAL, "1": FAKE}
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used; the message names the input and the fix."""
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One classifier sample: an image file (or a Parquet row) and its label (real = 0, fake = 1)."""
+
+    uri: str
+    label: int
+    row: int | None = None  # row index inside a Parquet file; None for an image file
+
+
+@dataclass(frozen=True)
+class ImageMaskPair:
+    """One segmenter sample: an image and the mask of its manipulated pixels (None = authentic)."""
+
+    image_uri: str
+    mask_uri: str | None
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+
+def _filesystem(uri: str):
+    filesystem, path = fsspec.core.url_to_fs(str(uri))
+    return filesystem, path
+
+
+def _is_local(filesystem) -> bool:
+    return "file" in (filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,))
+
+
+def _full_uri(filesystem, path: str) -> str:
+    return path if _is_local(filesystem) else filesystem.unstrip_protocol(path)
+
+
+def _list_images(filesystem, root: str) -> list[str]:
+    return sorted(p for p in filesystem.find(root) if p.lower().endswith(IMAGE_SUFFIXES))
+
+
+def label_from_folder(parts: list[str]) -> int | None:
+    """The label named by the nearest class folder in a path (real = 0, fake = 1), or None."""
+    for part in reversed(parts):
+        name = part.lower()
+        if name in REAL_FOLDER_NAMES:
+            return REAL
+        if name in FAKE_FOLDER_NAMES:
+            return FAKE
+    return None
+
+
+def find_labelled_images(root: str | Path) -> list[LabelledImage]:
+    """Classifier samples from a folder dataset or from Parquet (a file or a folder of shards).
+
+    Folder layout: images under `real/` and `fake/` folders at any depth (also
+    `0_real/`, `1_fake/`, `Real/`, `Fake/`). Parquet: an `image` column (struct
+    with `bytes`, or plain binary) and a `label` column (`real`/`fake` or 0/1).
+    """
+    root = str(root)
+    filesystem, path = _filesystem(root)
+    if not filesystem.exists(path):
+        raise DatasetError(f"Dataset {root} does not exist. Check the path (local folder, file, or s3:// URI).")
+    if path.endswith(".parquet") or (filesystem.isdir(path) and not _list_images(filesystem, path)):
+        shards = [path] if path.endswith(".parquet") else sorted(p for p in filesystem.find(path) if p.endswith(".parquet"))
+        if shards:
+            return _parquet_samples(filesystem, shards)
+    samples = []
+    for file_path in _list_images(filesystem, path):
+        relative = file_path[len(path.rstrip("/")) + 1 :].split("/")
+        label = label_from_folder(relative[:-1])
+        if label is not None:
+            samples.append(LabelledImage(_full_uri(filesystem, file_path), label))
+    labels = {s.label for s in samples}
+    if labels != {REAL, FAKE}:
+        found = "no labelled images" if not samples else f"only {'real' if REAL in labels else 'fake'} images"
+        raise DatasetError(
+            f"Dataset {root} has {found}. Put images in `real/` and `fake/` subfolders (any depth; "
+            "`0_real/` and `1_fake/` work too), or pass Parquet shards with `image` and `label` columns."
+        )
+    return samples
+
+
+def _parquet_samples(filesystem, shards: list[str]) -> list[LabelledImage]:
+    import pyarrow.parquet as pq
+
+    samples = []
+    for shard in shards:
+        with filesystem.open(shard, "rb") as handle:
+            schema = pq.read_schema(handle)
+            if "image" not in schema.names or "label" not in schema.names:
+                raise DatasetError(
+                    f"Parquet file {_full_uri(filesystem, shard)} has columns {schema.names}; expected an `image` "
+                    "column (struct with `bytes`) and a `label` column (real/fake), as in OpenFake."
+                )
+            handle.seek(0)
+            labels = pq.read_table(handle, columns=["label"]).column("label").to_pylist()
+        for row, value in enumerate(labels):
+            label = LABEL_NAMES.get(str(value).strip().lower())
+            if label is None:
+                raise DatasetError(
+                    f"Parquet file {_full_uri(filesystem, shard)} row {row} has label {value!r}; "
+                    "expected `real` or `fake` (or 0 / 1)."
+                )
+            samples.append(LabelledImage(_full_uri(filesystem, shard), label, row))
+    if not samples:
+        raise DatasetError(f"Parquet shards {shards[:3]} hold no rows.")
+    return samples
+
+
+def find_image_mask_pairs(images: str | Path, masks: str | Path | None = None) -> list[ImageMaskPair]:
+    """Segmenter samples: images matched to masks by file stem, any extension (DEFACTO style).
+
+    `images` may also be a dataset root holding `images/` and `masks/` folders
+    (the layout `forgescan make-dataset forgery` writes). Mask stems may carry a
+    `_gt` or `_mask` suffix (CASIA style). Images without a mask are skipped
+    with a warning unless the mask folder is empty of them all.
+    """
+    images, masks = str(images), None if masks is None else str(masks)
+    filesystem, image_root = _filesystem(images)
+    if masks is None:
+        if filesystem.isdir(f"{image_root}/images") and filesystem.isdir(f"{image_root}/masks"):
+            image_root, mask_root = f"{image_root}/images", f"{image_root}/masks"
+        else:
+            raise DatasetError(
+                f"Dataset {images} has no `images/` and `masks/` folders. Pass --masks MASK_FOLDER, "
+                "or point at a folder holding `images/` and `masks/`."
+            )
+    else:
+        mask_root = _filesystem(masks)[1]
+    for label, root in (("image", image_root), ("mask", mask_root)):
+        if not filesystem.isdir(root):
+            raise DatasetError(f"The {label} folder {_full_uri(filesystem, root)} does not exist; check the path.")
+    mask_by_stem = {}
+    for mask_path in _list_images(filesystem, mask_root):
+        stem = Path(mask_path).stem
+        mask_by_stem[stem] = mask_path
+        mask_by_stem.setdefault(re.sub(r"(_gt|_mask)$", "", stem), mask_path)
+    pairs, unmatched = [], []
+    for image_path in _list_images(filesystem, image_root):
+        mask_path = mask_by_stem.get(Path(image_path).stem)
+        if mask_path is None:
+            unmatched.append(image_path)
+            continue
+        pairs.append(ImageMaskPair(_full_uri(filesystem, image_path), _full_uri(filesystem, mask_path)))
+    if not pairs:
+        raise DatasetError(
+            f"No image in {_full_uri(filesystem, image_root)} has a mask with the same file stem in "
+            f"{_full_uri(filesystem, mask_root)}. Masks must be named like their images (any extension)."
+        )
+    if unmatched:
+        import warnings
+
+        warnings.warn(f"{len(unmatched)} images have no mask and are skipped, e.g. {unmatched[:3]}", stacklevel=2)
+    return pairs
+
+
+# --- fingerprints ----------------------------------------------------------------------------------
+
+
+def fingerprint_files(uris: list[str]) -> dict[str, object]:
+    """sha256 over the sorted (file name, size) pairs: identifies a dataset without reading every byte."""
+    digest = hashlib.sha256()
+    seen = set()
+    for uri in sorted(set(uris)):
+        filesystem, path = _filesystem(uri)
+        digest.update(f"{Path(path).name}\t{filesystem.size(path)}\n".encode())
+        seen.add(uri)
+    return {"sha256": digest.hexdigest(), "files": len(seen), "method": "sha256 of sorted (file name, size)"}
+
+
+def fingerprint_samples(samples: list[LabelledImage] | list[ImageMaskPair]) -> dict[str, object]:
+    """The training-data fingerprint for a model card; Parquet rows are hashed by content."""
+    if samples and isinstance(samples[0], LabelledImage) and samples[0].row is not None:
+        digest = hashlib.sha256()
+        for sample in sorted(samples, key=lambda s: (s.uri, s.row)):
+            digest.update(hashlib.sha256(read_sample_bytes(sample)).digest() + bytes([sample.label]))
+        return {"sha256": digest.hexdigest(), "rows": len(samples), "method": "sha256 of Parquet row image hashes + labels"}
+    uris = []
+    for sample in samples:
+        uris += [sample.uri] if isinstance(sample, LabelledImage) else [sample.image_uri] + ([sample.mask_uri] if sample.mask_uri else [])
+    summary = fingerprint_files(uris)
+    if samples and isinstance(samples[0], LabelledImage):
+        summary["real"] = sum(s.label == REAL for s in samples)
+        summary["fake"] = sum(s.label == FAKE for s in samples)
+    return summary
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _parquet_image_column(uri: str):
+    import pyarrow.parquet as pq
+
+    filesystem, path = _filesystem(uri)
+    if _is_local(filesystem):
+        return pq.read_table(path, columns=["image"], memory_map=True).column("image")
+    with filesystem.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=["image"]).column("image")
+
+
+def read_sample_bytes(sample: LabelledImage) -> bytes:
+    if sample.row is None:
+        with fsspec.open(sample.uri, "rb") as handle:
+            return handle.read()
+    value = _parquet_image_column(sample.uri)[sample.row].as_py()
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not data:
+        raise DatasetError(f"Parquet file {sample.uri} row {sample.row} has no image bytes.")
+    return data
+
+
+def open_rgb(data: bytes, name: str) -> Image.Image:
+    """Decode bytes to RGB after EXIF orientation, as the scanner does."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image = ImageOps.exif_transpose(image)
+        return image.convert("RGB")
+    except Exception as error:
+        raise DatasetError(f"Cannot decode image {name}: {error}. Remove or replace the file.") from None
+
+
+def load_mask(uri: str, size: tuple[int, int], threshold: int = 127) -> np.ndarray:
+    """A boolean mask at `size` (width, height): > `threshold` is manipulated; resized nearest to the image.
+
+    DEFACTO probe masks are JPEG, so a mid-grey threshold removes compression noise.
+    """
+    with fsspec.open(uri, "rb") as handle:
+        mask = Image.open(io.BytesIO(handle.read()))
+        mask = mask.convert("L")
+    if mask.size != size:
+        mask = mask.resize(size, Image.NEAREST)
+    return np.asarray(mask) > threshold

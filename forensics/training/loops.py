@@ -1,0 +1,382 @@
+"""The training loop both models share: data, loss, schedule, validation and the best epoch.
+
+Pure PyTorch: the caller passes the worker's rank, device, a function that wraps
+the model for data-parallel training and a function that reports metrics, so the
+same loop runs under Ray Train on N GPU workers, on one CPU worker, or in a test.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import fsspec
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from forensics.calibration import fit_temperature, sigmoid, threshold_at_fpr, threshold_for_best_f1
+from forensics.masks import manipulation_score
+from forensics.metrics import PixelCounts, classification_metrics
+from forensics.model_card import CLASSIFIER, ModelCard
+from forensics.models import build_model
+from forensics.training.augment import AugmentConfig, augment
+from forensics.training.datasets import ImageMaskPair, LabelledImage, load_mask, open_rgb, read_sample_bytes
+
+PIXEL_SAMPLE_PER_IMAGE = 4096
+TOP_FRACTION = 0.01  # as forensics.masks.manipulation_score
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation and data settings of one training run (one place for the defaults)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_fraction: float = 0.1
+    gradient_clip: float = 1.0
+    dice_weight: float = 1.0
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    loader_workers: int = 0
+    target_fpr: float = 0.05
+    backbone_weights: str | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainSettings":
+        data = dict(data)
+        data["augment"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.get("augment", {}).items()})
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Where this copy of the loop runs: its rank among `world_size` workers and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
+    show_progress: bool = True
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainResult:
+    """What the chief worker keeps: the best weights, the calibrated card, history, validation outputs."""
+
+    model: nn.Module
+    card: ModelCard
+    history: list[dict[str, Any]]
+    validation: dict[str, np.ndarray]
+
+
+# --- torch datasets ----------------------------------------------------------------------------------
+
+
+class _EpochSeeded(Dataset):
+    def __init__(self, samples, input_size, augment_config: AugmentConfig, seed: int):
+        self.samples = list(samples)
+        self.input_size = tuple(input_size)
+        self.augment_config = augment_config
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+
+class ClassifierImages(_EpochSeeded):
+    """(uint8 HWC pixels, label) pairs; labels are real = 0, fake = 1."""
+
+    def __getitem__(self, index: int):
+        sample: LabelledImage = self.samples[index]
+        image = open_rgb(read_sample_bytes(sample), sample.uri if sample.row is None else f"{sample.uri}#row={sample.row}")
+        pixels, _ = augment(self.rng(index), image, self.input_size, self.augment_config)
+        return torch.from_numpy(pixels.copy()), torch.tensor(float(sample.label))
+
+
+class SegmentationPairs(_EpochSeeded):
+    """(uint8 HWC pixels, bool HW mask) pairs; the mask is resized (nearest) to its image first."""
+
+    def __getitem__(self, index: int):
+        sample: ImageMaskPair = self.samples[index]
+        with fsspec.open(sample.image_uri, "rb") as handle:
+            image = open_rgb(handle.read(), sample.image_uri)
+        mask = load_mask(sample.mask_uri, image.size) if sample.mask_uri else np.zeros(image.size[::-1], bool)
+        pixels, mask = augment(self.rng(index), image, self.input_size, self.augment_config, mask=mask)
+        return torch.from_numpy(pixels.copy()), torch.from_numpy(mask.copy())
+
+
+# --- pieces of the loop ------------------------------------------------------------------------------
+
+
+def normalise(pixels: torch.Tensor, card: ModelCard, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), channels-last, on `device` (as at inference)."""
+    batch = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(card.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(card.std, device=device).view(1, 3, 1, 1)
+    return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over the first steps, then cosine decay to zero."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return multiplier
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    probabilities = torch.sigmoid(logits).flatten(1)
+    targets = targets.flatten(1)
+    intersection = (probabilities * targets).sum(1)
+    return (1 - (2 * intersection + smooth) / (probabilities.sum(1) + targets.sum(1) + smooth)).mean()
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def gather(array: np.ndarray) -> np.ndarray:
+    """Concatenate an array from every worker (identity when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return array
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts)
+
+
+def _progress(iterable, context: WorkerContext, description: str, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, total=total, disable=not (context.is_chief and context.show_progress),
+                mininterval=2.0, leave=False, dynamic_ncols=True)
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+
+
+def train_model(
+    card: ModelCard,
+    train_samples: list,
+    valid_samples: list,
+    settings: TrainSettings,
+    context: WorkerContext = WorkerContext(),
+    report: Callable[[dict[str, Any]], None] = lambda metrics: None,
+    description: str = "",
+) -> TrainResult | None:
+    """Train `card`'s architecture; returns the best epoch's calibrated result on the chief, None elsewhere.
+
+    Every worker calls `report` once per epoch with the same metrics, so a
+    framework that treats reporting as a barrier (Ray Train) stays in step.
+    """
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    is_classifier = card.kind == CLASSIFIER
+    dataset_type = ClassifierImages if is_classifier else SegmentationPairs
+    train_data = dataset_type(train_samples, card.input_size, settings.augment, settings.seed)
+    valid_data = dataset_type(valid_samples[context.rank :: context.world_size], card.input_size, AugmentConfig.none(), settings.seed)
+    sampler = None
+    if context.world_size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_data, num_replicas=context.world_size, rank=context.rank, seed=settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    train_loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=len(train_data) > settings.batch_size, num_workers=settings.loader_workers,
+                              generator=generator, pin_memory=context.device.type == "cuda")
+    valid_loader = DataLoader(valid_data, batch_size=settings.batch_size, num_workers=settings.loader_workers)
+
+    model = build_model(card, backbone_weights=settings.backbone_weights).to(context.device)
+    model = context.wrap_model(model.to(memory_format=torch.channels_last))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    total_steps = max(1, settings.epochs * len(train_loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, settings.warmup_fraction))
+
+    def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if is_classifier:
+            return F.binary_cross_entropy_with_logits(logits.reshape(-1), targets)
+        logits = logits[:, 0]
+        return F.binary_cross_entropy_with_logits(logits, targets) + settings.dice_weight * dice_loss(logits, targets)
+
+    history: list[dict[str, Any]] = []
+    best_key, best_state, best_validation = None, None, None
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        train_data.epoch = epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        loss_sum, seen = 0.0, 0
+        bar = _progress(train_loader, context, f"{description} epoch {epoch}/{settings.epochs}".strip(), len(train_loader))
+        for pixels, targets in bar:
+            inputs = normalise(pixels, card, context.device)
+            targets = targets.to(context.device).float()
+            with _autocast(context.device):
+                logits = model(inputs)
+            loss = loss_of(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.gradient_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(pixels)
+            seen += len(pixels)
+            bar.set_postfix(loss=f"{loss_sum / max(1, seen):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        validation = _validate(model, valid_loader, card, context, loss_of, is_classifier, settings.seed + epoch)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(1, seen), "seconds": time.perf_counter() - started}
+        row.update(_epoch_metrics(validation, is_classifier))
+        history.append(row)
+        report(row)
+        key = (row["roc_auc"] or 0.0, -row["valid_loss"]) if is_classifier else (row["pixel_f1"], -row["valid_loss"])
+        if context.is_chief and (best_key is None or key > best_key):
+            best_key, best_validation = key, validation
+            best_state = copy.deepcopy(_unwrap(model).state_dict())
+    if not context.is_chief:
+        return None
+    best_model = build_model(card)
+    best_model.load_state_dict(best_state)
+    best_epoch = max(history, key=lambda r: (r["roc_auc"] or 0.0, -r["valid_loss"]) if is_classifier else (r["pixel_f1"], -r["valid_loss"]))
+    calibrated = calibrate_card(card, best_validation, settings.target_fpr)
+    metrics = {"best_epoch": best_epoch["epoch"], "validation_at_best_epoch": best_epoch}
+    metrics.update(_calibrated_metrics(calibrated, best_validation))
+    return TrainResult(best_model, calibrated.replace(metrics=metrics), history, best_validation)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.inference_mode()
+def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: int) -> dict[str, np.ndarray]:
+    """Validation outputs gathered from all workers.
+
+    Classifier: every logit and label. Segmenter: exact pixel counts at 0.5, a
+    uniform sample of pixel logits (for temperature and the pixel threshold),
+    each image's top-1% logits (its manipulation score at any temperature) and
+    whether the image has any manipulated pixel.
+    """
+    model.eval()
+    rng = np.random.default_rng(seed)
+    loss_sum, count = 0.0, 0
+    logits_out, labels_out, top_logits, has_mask = [], [], [], []
+    counts = np.zeros(4, dtype=np.int64)  # tp, fp, fn, tn at probability 0.5
+    for pixels, targets in loader:
+        with _autocast(context.device):
+            logits = model(normalise(pixels, card, context.device))
+        logits = logits.float()
+        targets = targets.to(context.device).float()
+        loss_sum += float(loss_of(logits, targets)) * len(pixels)
+        count += len(pixels)
+        if is_classifier:
+            logits_out.append(logits.reshape(-1).cpu().numpy())
+            labels_out.append(targets.cpu().numpy())
+            continue
+        maps, truth = logits[:, 0].cpu().numpy(), targets.cpu().numpy().astype(bool)
+        predicted = maps >= 0
+        counts += [np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth), np.sum(~predicted & ~truth)]
+        flat_maps, flat_truth = maps.reshape(len(maps), -1), truth.reshape(len(truth), -1)
+        k = max(1, int(round(flat_maps.shape[1] * TOP_FRACTION)))
+        for image_logits, image_truth in zip(flat_maps, flat_truth):
+            chosen = rng.choice(image_logits.size, size=min(PIXEL_SAMPLE_PER_IMAGE, image_logits.size), replace=False)
+            logits_out.append(image_logits[chosen])
+            labels_out.append(image_truth[chosen].astype(np.float32))
+            top_logits.append(np.partition(image_logits, image_logits.size - k)[image_logits.size - k :])
+            has_mask.append(bool(image_truth.any()))
+    loss_sum, count = float(gather(np.array([loss_sum]))[...].sum()), int(gather(np.array([count])).sum())
+    validation = {
+        "valid_loss": np.array(loss_sum / max(1, count)),
+        "logits": gather(np.concatenate(logits_out) if logits_out else np.zeros(0, np.float32)),
+        "labels": gather(np.concatenate(labels_out) if labels_out else np.zeros(0, np.float32)),
+    }
+    if not is_classifier:
+        validation["pixel_counts"] = gather(counts[None]).sum(0)
+        validation["top_logits"] = gather(np.stack(top_logits) if top_logits else np.zeros((0, 1), np.float32))
+        validation["has_mask"] = gather(np.array(has_mask, dtype=bool))
+    return validation
+
+
+def _epoch_metrics(validation: dict[str, np.ndarray], is_classifier: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"valid_loss": float(validation["valid_loss"])}
+    if is_classifier:
+        figures = classification_metrics(validation["labels"], sigmoid(validation["logits"]), 0.5)
+        row.update({k: figures[k] for k in ("accuracy", "f1", "roc_auc")})
+        return row
+    true_positive, false_positive, false_negative, true_negative = (int(v) for v in validation["pixel_counts"])
+    counts = PixelCounts(true_positive, false_positive, false_negative, true_negative,
+                         true_positive + false_negative, true_positive + false_positive + false_negative + true_negative)
+    figures = counts.to_dict()
+    row.update({k: figures[k] for k in ("pixel_f1", "pixel_iou", "all_one_mask_f1")})
+    return row
+
+
+def calibrate_card(card: ModelCard, validation: dict[str, np.ndarray], target_fpr: float) -> ModelCard:
+    """Temperature and thresholds fitted on validation outputs, written into a copy of the card.
+
+    With only one class in the validation outputs there is nothing to fit: the card is returned as is.
+    """
+    if np.unique(validation["labels"]).size < 2:
+        import warnings
+
+        warnings.warn("Validation outputs hold one class only; temperature and thresholds are left unchanged.", stacklevel=2)
+        return card
+    temperature = fit_temperature(validation["logits"], validation["labels"])
+    probabilities = sigmoid(validation["logits"], temperature)
+    if card.kind == CLASSIFIER:
+        thresholds = {"ai_generated": threshold_at_fpr(probabilities, validation["labels"], target_fpr)}
+        return card.replace(temperature=temperature, thresholds=thresholds)
+    thresholds = {"pixel": threshold_for_best_f1(probabilities, validation["labels"]), "manipulated": card.threshold("manipulated")}
+    scores = image_manipulation_scores(validation["top_logits"], temperature)
+    if (~validation["has_mask"]).any():
+        thresholds["manipulated"] = threshold_at_fpr(scores, validation["has_mask"], target_fpr)
+    return card.replace(temperature=temperature, thresholds=thresholds)
+
+
+def image_manipulation_scores(top_logits: np.ndarray, temperature: float) -> np.ndarray:
+    """forensics.masks.manipulation_score of each image, from its stored top-1% logits."""
+    return np.array([manipulation_score(sigmoid(row, temperature), top_fraction=1.0) for row in top_logits])
+
+
+def _calibrated_metrics(card: ModelCard, validation: dict[str, np.ndarray]) -> dict[str, Any]:
+    probabilities = sigmoid(validation["logits"], card.temperature)
+    if card.kind == CLASSIFIER:
+        figures = classification_metrics(validation["labels"], probabilities, card.threshold("ai_generated"))
+        return {"validation_calibrated": figures}
+    pixel = PixelCounts()
+    pixel.add(probabilities >= card.threshold("pixel"), validation["labels"].astype(bool))
+    figures = {"pixel_sample": {"threshold": card.threshold("pixel"), **pixel.to_dict()}}
+    if (~validation["has_mask"]).any() and validation["has_mask"].any():
+        scores = image_manipulation_scores(validation["top_logits"], card.temperature)
+        figures["image_level"] = classification_metrics(validation["has_mask"], scores, card.threshold("manipulated"),
+                                                        class_names=("authentic", "manipulated"))
+    return {"validation_calibrated": figures}

@@ -1,0 +1,53 @@
+"""`forgescan demo`: scan the bundled sample archive on a local Ray instance and show what came out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from forensics.synthetic import write_sample_archive
+from pipeline.config import ScanConfig
+from jobs.scan import run_and_report
+
+DEFAULT_WORKDIR = Path(".data/demo")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"where the sample archive and results go (default {DEFAULT_WORKDIR})")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    archive = args.workdir / "sample-archive"
+    if not (archive / "images").exists():
+        objects = write_sample_archive(archive)
+        print(f"wrote the sample archive: {len(objects)} images under {archive / 'images'} "
+              f"(ground-truth masks in {archive / 'ground_truth'})")
+    output = args.workdir / "results"
+    summary = run_and_report(ScanConfig(source=str(archive / "images"), output=str(output), batch_size=args.batch_size,
+                                        full=True, show_progress=not args.no_progress))
+    if summary is None:
+        return 2
+    print_findings(output, summary.scan_id)
+    return 0
+
+
+def print_findings(output: Path, scan_id: str, limit: int = 8) -> None:
+    import duckdb
+
+    query = f"""
+        SELECT regexp_replace(uri, '.*/images/', '') AS object, verdict, round(ai_score, 3) AS ai,
+               round(manipulation_score, 3) AS manip, round(mask_area, 3) AS area
+        FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1)
+        WHERE scan_id = '{scan_id}' ORDER BY manipulation_score DESC NULLS LAST LIMIT {limit}"""
+    print("\nmost suspicious objects (DuckDB over the output):")
+    print(duckdb.sql(query))
+    print(f"query the results:  duckdb -c \"SELECT verdict, count(*) FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) GROUP BY 1\"")
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_module
+
+    sys.exit(run_module("jobs.demo"))

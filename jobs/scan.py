@@ -1,0 +1,77 @@
+"""`forgescan scan SOURCE --output DEST`: scan an archive into Parquet (also `python -m jobs.scan` for ray job submit)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from forensics.checkpoint import CheckpointError
+from forensics.decode import DEFAULT_MAX_PIXELS
+from pipeline.config import ScanConfig
+from pipeline.scan import ScanError, run_scan
+from pipeline.storage import StorageError
+
+
+def _pool_size(text: str) -> int | tuple[int, int]:
+    if "-" in text:
+        low, high = text.split("-", 1)
+        return int(low), int(high)
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="s3://bucket/prefix, gs://bucket/prefix, a folder, file://..., or a manifest (.parquet with a `uri` column, or .txt of URIs)")
+    parser.add_argument("--output", "-o", required=True, help="destination prefix (local folder, s3://, gs://)")
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3)")
+    parser.add_argument("--classifier", help="classifier .safetensors checkpoint (default: the bundled demo checkpoint)")
+    parser.add_argument("--segmenter", help="segmenter .safetensors checkpoint (default: the bundled demo checkpoint)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    parser.add_argument("--actors", type=_pool_size, default=1, help="model actor pool size, N or MIN-MAX (default 1)")
+    parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per model actor, fractions allowed (default 0: CPU)")
+    parser.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per model actor (default 1)")
+    parser.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per fetch-and-decode task (default 1)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"larger images become error rows (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--extensions", default="", help="only scan keys with these comma-separated suffixes (default: every object)")
+    parser.add_argument("--address", help="attach to an existing Ray cluster (default: RAY_ADDRESS, or start a local one)")
+    parser.add_argument("--full", action="store_true", help="process every object, ignoring earlier scans")
+    parser.add_argument("--rescan-on-model-change", action="store_true", help="re-process objects last scanned with other model versions")
+    parser.add_argument("--scan-id", help="explicit scan id (default: resume an interrupted scan of this source, else a new id)")
+    parser.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> ScanConfig:
+    return ScanConfig(
+        source=args.source, output=args.output, endpoint_url=args.endpoint_url,
+        classifier_checkpoint=args.classifier, segmenter_checkpoint=args.segmenter,
+        batch_size=args.batch_size, num_model_actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor, decode_cpus=args.decode_cpus, max_pixels=args.max_pixels,
+        address=args.address, full=args.full, rescan_on_model_change=args.rescan_on_model_change,
+        scan_id=args.scan_id, extensions=tuple(e for e in args.extensions.split(",") if e),
+        show_progress=not args.no_progress,
+    )
+
+
+USER_ERRORS = (StorageError, CheckpointError, ScanError)
+
+
+def run_and_report(config: ScanConfig):
+    """Run a scan; print the summary, or one clear line for errors the user can fix. Returns the summary or None."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        summary = run_scan(config)
+    except USER_ERRORS as error:
+        print(f"forgescan: error: {error}", file=sys.stderr)
+        return None
+    print(summary.render())
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    return 0 if run_and_report(config_from_args(args)) is not None else 2
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_module
+
+    sys.exit(run_module("jobs.scan"))

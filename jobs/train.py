@@ -1,0 +1,250 @@
+"""Train the classifier or the segmenter with Ray Train: one CPU worker here, N GPU workers on a cluster.
+
+    forgescan train classifier --data DATASET --output runs/classifier [--folds 5]
+    forgescan train segmenter  --data DATASET --output runs/segmenter  [--masks MASKS]
+
+The classifier runs stratified K-fold cross-validation (a checkpoint per fold,
+the best fold copied to OUTPUT/classifier.safetensors); the segmenter holds out
+a seeded validation split. Each run writes safetensors + model card, metrics as
+JSON and pictures (confusion matrix, ROC, training curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.cli import run_module
+
+MODELS = ("classifier", "segmenter")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", choices=MODELS, help="which model to train")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", required=True,
+                      help="classifier: folder with real/ and fake/ subfolders, or OpenFake-style Parquet (file or folder); "
+                           "segmenter: folder with images/ and masks/, or the images folder with --masks")
+    data.add_argument("--masks", help="segmenter: mask folder (masks matched to images by file stem)")
+    data.add_argument("--valid-data", help="segmenter: a separate validation set (same layout as --data)")
+    data.add_argument("--valid-fraction", type=float, default=0.15, help="segmenter: share held out when --valid-data is not given")
+    data.add_argument("--folds", type=int, default=5, help="classifier: K of stratified K-fold cross-validation")
+    data.add_argument("--max-folds", type=int, help="classifier: train only the first N of the K folds (quick runs)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--input-size", type=int, default=256, help="square model input in pixels (written to the card)")
+    model.add_argument("--classifier-name", default="efficientnet_b0", help="timm model name")
+    model.add_argument("--arch", default="Unet", help="segmenter architecture (smp)")
+    model.add_argument("--encoder", default="efficientnet-b0", help="segmenter encoder (smp)")
+    model.add_argument("--classes", type=int, default=1, help="segmenter output classes")
+    model.add_argument("--backbone-weights", help="local safetensors with ImageNet features for the backbone/encoder")
+    model.add_argument("--version", help="card version string (default: <architecture>-<date>)")
+    optimisation = parser.add_argument_group("optimisation")
+    optimisation.add_argument("--epochs", type=int, default=10)
+    optimisation.add_argument("--batch-size", type=int, default=32, help="per worker")
+    optimisation.add_argument("--learning-rate", type=float, default=1e-3)
+    optimisation.add_argument("--weight-decay", type=float, default=1e-2)
+    optimisation.add_argument("--warmup-fraction", type=float, default=0.1)
+    optimisation.add_argument("--gradient-clip", type=float, default=1.0)
+    optimisation.add_argument("--no-augment", action="store_true", help="switch off flip/resize/blur/JPEG augmentation")
+    optimisation.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate for the card's thresholds")
+    optimisation.add_argument("--seed", type=int, default=0)
+    cluster = parser.add_argument_group("Ray Train")
+    cluster.add_argument("--num-workers", type=int, default=1, help="training workers (one per GPU on a cluster)")
+    cluster.add_argument("--use-gpu", action="store_true")
+    cluster.add_argument("--cpus-per-worker", type=float, default=1)
+    cluster.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: the node's CPUs / local workers)")
+    cluster.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes per worker")
+    cluster.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a local instance)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--output", required=True, help="local folder for checkpoints, metrics and pictures")
+    output.add_argument("--full-precision", action="store_true", help="store float32 weights (default float16, half the size)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from forensics.training import DatasetError
+
+    try:
+        if args.model == "classifier":
+            summary = train_classifier(args)
+        else:
+            summary = train_segmenter(args)
+    except (DatasetError, ValueError) as error:
+        print(f"forgescan train: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# --- the command line that reproduces a run ------------------------------------------------------------
+
+
+def reproduce_command() -> str:
+    program = Path(sys.argv[0]).name
+    prefix = "forgescan" if program in ("forgescan", "cli.py", "__main__.py") and "jobs.train" not in sys.argv[0] else "python -m jobs.train"
+    if program == "train.py":
+        prefix = "python -m jobs.train"
+    return " ".join([prefix] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def _settings(args):
+    from forensics.training import AugmentConfig, TrainSettings
+
+    return TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        warmup_fraction=args.warmup_fraction, gradient_clip=args.gradient_clip, seed=args.seed, threads=args.threads,
+        loader_workers=args.loader_workers, target_fpr=args.target_fpr, backbone_weights=args.backbone_weights,
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+    )
+
+
+def _version(args, architecture: str) -> str:
+    return args.version or f"{architecture}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M}"
+
+
+# --- Ray Train ------------------------------------------------------------------------------------------
+
+
+def _ray_train_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker; the chief saves the checkpoint and hands it to Ray as a directory."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from forensics.checkpoint import save_checkpoint
+    from forensics.model_card import ModelCard
+    from forensics.training import TrainSettings, WorkerContext, train_model
+
+    train_context = ray.train.get_context()
+    world_size = train_context.get_world_size()
+    settings = TrainSettings.from_dict(config["settings"])
+    if not settings.threads:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, train_context.get_local_world_size())))
+    context = WorkerContext(
+        rank=train_context.get_world_rank(), world_size=world_size, device=ray.train.torch.get_device(),
+        wrap_model=ray.train.torch.prepare_model if world_size > 1 else (lambda model: model),
+    )
+    result = train_model(ModelCard.from_dict(config["card"]), config["train_samples"], config["valid_samples"], settings,
+                         context, report=lambda metrics: ray.train.report(metrics), description=config["description"])
+    if result is None:
+        ray.train.report({"done": True})
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_checkpoint(result.model, result.card, Path(directory) / "model.safetensors", half=config["half"])
+        (Path(directory) / "history.json").write_text(json.dumps(result.history, indent=2))
+        np.savez_compressed(Path(directory) / "validation.npz", **result.validation)
+        ray.train.report({"done": True}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, name: str) -> Path:
+    """Train one model through `TorchTrainer`; returns the local folder holding the chief's checkpoint."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=True, ignore_reinit_error=True)
+    config = {
+        "card": card.to_dict(), "train_samples": train_samples, "valid_samples": valid_samples,
+        "settings": _settings(args).to_dict(), "half": not args.full_precision, "description": name,
+    }
+    trainer = TorchTrainer(
+        _ray_train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu,
+                                     resources_per_worker={"CPU": args.cpus_per_worker}),
+        run_config=RunConfig(name=f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}",
+                             storage_path=str((output / "ray_results").resolve())),
+    )
+    result = trainer.fit()
+    if getattr(result, "error", None) is not None:
+        raise RuntimeError(f"Training {name} failed: {result.error}")
+    destination = output / name
+    if destination.exists():
+        shutil.rmtree(destination)
+    with result.checkpoint.as_directory() as directory:
+        shutil.copytree(directory, destination)
+    return destination
+
+
+# --- the two models -------------------------------------------------------------------------------------
+
+
+def train_classifier(args) -> dict[str, Any]:
+    from forensics.checkpoint import load_checkpoint, save_checkpoint
+    from forensics.model_card import default_classifier_card
+    from forensics.training import find_labelled_images, fingerprint_samples, stratified_folds
+    from forensics.training.reports import write_classifier_report
+
+    samples = find_labelled_images(args.data)
+    labels = np.array([s.label for s in samples])
+    folds = stratified_folds(labels, args.folds, args.seed)[: args.max_folds or args.folds]
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    card = default_classifier_card((args.input_size, args.input_size)).replace(
+        architecture={"name": args.classifier_name},
+        version=_version(args, args.classifier_name),
+        trained=True,
+        training_data={"source": str(args.data), **fingerprint_samples(samples)},
+        reproduce=reproduce_command(),
+        notes=f"Trained by `forgescan train classifier` with {args.folds}-fold cross-validation; "
+              "this file is the fold with the best validation ROC-AUC.",
+    )
+    fold_folders = []
+    for index, (train_index, valid_index) in enumerate(folds):
+        fold_card = card.replace(training_data={**card.training_data, "fold": index, "folds": args.folds})
+        fold_folders.append(fit_with_ray_train(args, fold_card, [samples[i] for i in train_index],
+                                               [samples[i] for i in valid_index], output, f"fold_{index}"))
+    summary = write_classifier_report(fold_folders, output)
+    best = fold_folders[summary["best_fold"]]
+    model, best_card = load_checkpoint(best / "model.safetensors")
+    final_card = best_card.replace(metrics={**best_card.metrics, "cross_validation": summary["overall"],
+                                            "folds": summary["per_fold"]})
+    save_checkpoint(model, final_card, output / "classifier.safetensors", half=not args.full_precision)
+    summary["checkpoint"] = str(output / "classifier.safetensors")
+    return summary
+
+
+def train_segmenter(args) -> dict[str, Any]:
+    from forensics.checkpoint import load_checkpoint, save_checkpoint
+    from forensics.model_card import default_segmenter_card
+    from forensics.training import find_image_mask_pairs, fingerprint_samples, holdout_split
+    from forensics.training.reports import write_segmenter_report
+
+    pairs = find_image_mask_pairs(args.data, args.masks)
+    if args.valid_data:
+        train_pairs, valid_pairs = pairs, find_image_mask_pairs(args.valid_data)
+    else:
+        train_index, valid_index = holdout_split(len(pairs), args.valid_fraction, args.seed)
+        train_pairs, valid_pairs = [pairs[i] for i in train_index], [pairs[i] for i in valid_index]
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    architecture = {"arch": args.arch, "encoder_name": args.encoder, "classes": args.classes}
+    card = default_segmenter_card((args.input_size, args.input_size)).replace(
+        architecture=architecture,
+        version=_version(args, f"{args.arch.lower()}-{args.encoder}"),
+        trained=True,
+        training_data={"source": str(args.data), "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
+                       **fingerprint_samples(train_pairs)},
+        reproduce=reproduce_command(),
+        notes="Trained by `forgescan train segmenter` (BCE + Dice); temperature and thresholds fitted on the validation split.",
+    )
+    folder = fit_with_ray_train(args, card, train_pairs, valid_pairs, output, "run")
+    summary = write_segmenter_report(folder, output)
+    model, trained_card = load_checkpoint(folder / "model.safetensors")
+    save_checkpoint(model, trained_card, output / "segmenter.safetensors", half=not args.full_precision)
+    summary["checkpoint"] = str(output / "segmenter.safetensors")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(run_module("jobs.train"))

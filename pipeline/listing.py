@@ -1,0 +1,48 @@
+"""A Ray Data source that streams the archive listing, page by page, from a worker.
+
+The driver never holds the listing: one read task pages through the store and
+yields a block per page, and Ray streams those blocks into the fetch stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from pipeline.storage import iter_listing
+
+LISTING_SCHEMA = pa.schema(
+    [("uri", pa.string()), ("size_bytes", pa.int64()), ("etag", pa.string()), ("mtime", pa.string())]
+)
+
+
+class ArchiveListing(Datasource):
+    """Lists every object under a source (or every URI in a manifest) as rows."""
+
+    def __init__(self, source: str, endpoint_url: str | None, storage_options: dict | None, page_size: int = 1000,
+                 extensions: tuple[str, ...] = ()):
+        self.source = source
+        self.endpoint_url = endpoint_url
+        self.storage_options = storage_options or {}
+        self.page_size = page_size
+        self.extensions = tuple(extensions)
+
+    def get_name(self) -> str:
+        return "ListArchive"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        source, endpoint_url, options = self.source, self.endpoint_url, self.storage_options
+        page_size, extensions = self.page_size, self.extensions
+
+        def list_pages() -> Iterator[pa.Table]:
+            for page in iter_listing(source, endpoint_url, options, page_size=page_size, extensions=extensions):
+                yield pa.Table.from_pylist(page, schema=LISTING_SCHEMA)
+
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ReadTask(list_pages, metadata, schema=LISTING_SCHEMA, per_task_row_limit=per_task_row_limit)]

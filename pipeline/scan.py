@@ -1,0 +1,230 @@
+"""Build and run the scan graph: list -> skip done -> fetch+decode -> models -> rows -> committed Parquet."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from forensics.checkpoint import CheckpointError, bundled_checkpoint, model_from_weights, read_checkpoint
+from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard, default_classifier_card, default_segmenter_card
+from pipeline.config import ScanConfig
+from pipeline.listing import ArchiveListing
+from pipeline.sink import CommittedParquetSink, scan_directory
+from pipeline.stages import DetectForgeries, ListingCounter, assemble_rows, fetch_and_decode, skip_done_objects
+from pipeline.state import COMPLETE, RUNNING, ScanManifest, ScanState, plan_scan, utc_now
+from pipeline.storage import (
+    StorageError, check_source, describe_storage_error, filesystem_for, parse_location, resolve_endpoint_url,
+    storage_options_key,
+)
+
+logger = logging.getLogger("forgescan")
+
+
+class ScanError(RuntimeError):
+    """A scan could not run; the message says why and what to change."""
+
+
+@dataclass
+class ScanSummary:
+    scan_id: str
+    source: str
+    output: str
+    mode: str
+    listed: int
+    skipped_unchanged: int
+    already_committed: int
+    processed: int
+    ok: int
+    errors: int
+    verdicts: dict
+    error_kinds: dict
+    seconds: float
+    classifier_version: str
+    segmenter_version: str
+    rows_in_scan: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def render(self) -> str:
+        verdicts = ", ".join(f"{k} {v}" for k, v in self.verdicts.items()) or "none"
+        lines = [
+            f"forgescan scan {self.scan_id} ({self.mode}) finished",
+            f"  source      {self.source}",
+            f"  output      {self.output}/scan_id={self.scan_id}/",
+            f"  listed      {self.listed} objects; {self.skipped_unchanged} unchanged since an earlier scan, "
+            f"{self.already_committed} already done before a resume",
+            f"  processed   {self.processed} in {self.seconds:.1f} s ({self.images_per_second:.1f} objects/s)",
+            f"  results     {self.ok} ok, {self.errors} errors; rows in this scan: {self.rows_in_scan}",
+            f"  verdicts    {verdicts}",
+        ]
+        if self.error_kinds:
+            lines.append("  error kinds " + ", ".join(f"{k} {v}" for k, v in self.error_kinds.items()))
+        lines.append(f"  models      classifier {self.classifier_version}, segmenter {self.segmenter_version}")
+        lines += [f"  note        {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def load_model_payload(path: str | None, kind: str) -> tuple[bytes | None, ModelCard]:
+    """Checkpoint bytes + card, validated in the driver so a bad file fails fast with a clear message."""
+    default_card = default_classifier_card() if kind == CLASSIFIER else default_segmenter_card()
+    resolved = path or bundled_checkpoint(kind)
+    if resolved is None:
+        return None, default_card
+    data, card = read_checkpoint(resolved, expected_kind=kind)
+    model_from_weights(data, card, str(resolved))  # validates architecture, names and shapes
+    return data, card
+
+
+def ensure_output_writable(config: ScanConfig, endpoint_url: str | None) -> None:
+    output = parse_location(config.output)
+    fs = filesystem_for(output.protocol, endpoint_url, storage_options_key(config.storage_options))
+    try:
+        if output.protocol == "s3":
+            fs.ls(output.bucket, detail=False)
+        else:
+            fs.makedirs(output.path, exist_ok=True)
+    except Exception as error:
+        raise StorageError("Output: " + describe_storage_error(output, error, endpoint_url)) from None
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+
+
+def run_scan(config: ScanConfig) -> ScanSummary:
+    """Run one scan to completion (or resume an interrupted one) and return its summary.
+
+    Raises:
+        StorageError / CheckpointError / ScanError with a message that names the input and the fix.
+    """
+    import ray
+
+    started = time.monotonic()
+    endpoint_url = resolve_endpoint_url(config.endpoint_url)
+    options_json = storage_options_key(config.storage_options)
+    check_source(config.source, endpoint_url, config.storage_options)
+    ensure_output_writable(config, endpoint_url)
+    classifier_weights, classifier_card = load_model_payload(config.classifier_checkpoint, CLASSIFIER)
+    segmenter_weights, segmenter_card = load_model_payload(config.segmenter_checkpoint, SEGMENTER)
+
+    source_uri = parse_location(config.source).uri
+    output = parse_location(config.output)
+    state = ScanState(output, endpoint_url, config.storage_options)
+    if config.scan_id and any(m.scan_id == config.scan_id and m.state == COMPLETE for m in state.manifests()):
+        raise ScanError(f"Scan {config.scan_id} in {output.uri} is already complete; omit --scan-id to start a new scan.")
+    plan = plan_scan(state, source_uri, config.scan_id, config.full, config.rescan_on_model_change,
+                     classifier_card.version, segmenter_card.version)
+    manifest = ScanManifest(
+        scan_id=plan.scan_id, source=source_uri, output=output.uri, state=RUNNING, started_at=utc_now(),
+        classifier_version=classifier_card.version, segmenter_version=segmenter_card.version,
+        endpoint_url=endpoint_url, mode=plan.mode, attempts=plan.attempts,
+    )
+    state.write_manifest(manifest)
+    logger.info("scan %s (%s) of %s -> %s", plan.scan_id, plan.mode, source_uri, output.uri)
+
+    _init_ray(config.address)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = config.show_progress
+    context.print_on_execution_start = False
+
+    counter = ray.remote(num_cpus=0)(ListingCounter).remote()
+    input_sizes = sorted({tuple(classifier_card.input_size), tuple(segmenter_card.input_size)})
+    gpus = config.gpus_per_actor
+    pool = config.num_model_actors
+    compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
+               else ray.data.ActorPoolStrategy(size=pool))
+
+    dataset = ray.data.read_datasource(ArchiveListing(config.source, endpoint_url, config.storage_options,
+                                                      extensions=config.extensions))
+    dataset = dataset.map_batches(
+        skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
+        fn_kwargs={"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
+                   "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json},
+    )
+    dataset = dataset.map_batches(
+        fetch_and_decode, batch_format="numpy", batch_size=config.decode_batch_size, num_cpus=config.decode_cpus,
+        fn_kwargs={"input_sizes": input_sizes, "max_pixels": config.max_pixels, "endpoint_url": endpoint_url,
+                   "storage_options_json": options_json},
+    )
+    dataset = dataset.map_batches(
+        DetectForgeries, batch_format="numpy", batch_size=config.batch_size, compute=compute,
+        num_gpus=gpus if gpus > 0 else None, num_cpus=config.cpus_per_actor,
+        fn_constructor_kwargs={
+            "classifier_card": classifier_card.to_dict(),
+            "classifier_weights": ray.put(classifier_weights) if classifier_weights else None,
+            "segmenter_card": segmenter_card.to_dict(),
+            "segmenter_weights": ray.put(segmenter_weights) if segmenter_weights else None,
+        },
+        max_restarts=3, max_task_retries=3,  # a dead actor (e.g. OOM) is restarted and its batch retried
+    )
+    dataset = dataset.map_batches(
+        assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.5,
+        fn_kwargs={
+            "scan_id": plan.scan_id,
+            "classifier_version": classifier_card.version,
+            "segmenter_version": segmenter_card.version,
+            "ai_threshold": classifier_card.threshold("ai_generated"),
+            "pixel_threshold": segmenter_card.threshold("pixel"),
+            "manipulation_threshold": segmenter_card.threshold("manipulated"),
+        },
+    )
+    try:
+        dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json))
+    except Exception as error:
+        raise ScanError(
+            f"Scan {plan.scan_id} stopped: {_root_cause(error)}. Committed results are kept; run the same "
+            "command again to resume."
+        ) from error
+
+    listing = ray.get(counter.get.remote())
+    counts = state.count_rows(plan.scan_id)
+    manifest.state = COMPLETE
+    manifest.finished_at = utc_now()
+    manifest.counts = {**counts, **listing}
+    manifest.files = _count_files(state, plan.scan_id)
+    state.write_manifest(manifest)
+    processed = listing["listed"] - listing["unchanged"] - listing["already_committed"]
+    summary = ScanSummary(
+        scan_id=plan.scan_id, source=source_uri, output=output.uri, mode=plan.mode, listed=listing["listed"],
+        skipped_unchanged=listing["unchanged"], already_committed=listing["already_committed"], processed=processed,
+        ok=counts["ok"], errors=counts["errors"], verdicts=counts["verdicts"], error_kinds=counts["error_kinds"],
+        seconds=time.monotonic() - started, classifier_version=classifier_card.version,
+        segmenter_version=segmenter_card.version, rows_in_scan=counts["rows"],
+    )
+    if not classifier_card.trained or not segmenter_card.trained:
+        summary.notes.append("untrained model weights in use: verdicts are not meaningful (see README, Training)")
+    if summary.listed == 0:
+        summary.notes.append(f"no objects found under {source_uri}")
+    return summary
+
+
+def _count_files(state: ScanState, scan_id: str) -> int:
+    directory = scan_directory(state.output, scan_id)
+    try:
+        return sum(1 for p in state.fs.ls(directory.path, detail=False) if p.endswith(".parquet"))
+    except FileNotFoundError:
+        return 0
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost user-level exception line from a Ray error chain, without Ray's wrapping."""
+    import re
+
+    pattern = re.compile(r"^(\w+\.)*\w*(Error|Exception|Interrupt)\b: .+")
+    found = None
+    while error is not None:
+        for line in str(error).splitlines():
+            if pattern.match(line.strip()) and "UserCodeException" not in line:
+                found = found or line.strip()
+        error = error.__cause__
+    return found or "an internal Ray Data error (see the Ray logs)"
+
+
+__all__ = ["CheckpointError", "ScanError", "ScanSummary", "StorageError", "run_scan"]

@@ -1,0 +1,65 @@
+"""The one output schema: column names and Arrow types of every row forgescan writes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCAN_ID = "scan_id"
+URI = "uri"
+SIZE_BYTES = "size_bytes"
+ETAG = "etag"
+MTIME = "mtime"
+SHA256 = "sha256"
+FORMAT = "format"
+WIDTH = "width"
+HEIGHT = "height"
+STATUS = "status"
+ERROR = "error"
+VERDICT = "verdict"
+AI_SCORE = "ai_score"
+MANIPULATION_SCORE = "manipulation_score"
+CONFIDENCE = "confidence"
+MASK_RLE = "mask_rle"
+MASK_AREA = "mask_area"
+MASK_BBOX = "mask_bbox"
+CLASSIFIER_VERSION = "classifier_version"
+SEGMENTER_VERSION = "segmenter_version"
+SCANNED_AT = "scanned_at"
+INFERENCE_DEVICE = "inference_device"
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+MASK_RLE_TYPE = pa.struct([pa.field("size", pa.list_(pa.int32())), pa.field("counts", pa.string())])
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field(SCAN_ID, pa.string(), nullable=False),
+        pa.field(URI, pa.string(), nullable=False),
+        pa.field(SIZE_BYTES, pa.int64()),
+        pa.field(ETAG, pa.string()),
+        pa.field(MTIME, pa.string()),
+        pa.field(SHA256, pa.string()),
+        pa.field(FORMAT, pa.string()),
+        pa.field(WIDTH, pa.int32()),
+        pa.field(HEIGHT, pa.int32()),
+        pa.field(STATUS, pa.string(), nullable=False),
+        pa.field(ERROR, pa.string()),
+        pa.field(VERDICT, pa.string(), nullable=False),
+        pa.field(AI_SCORE, pa.float32()),
+        pa.field(MANIPULATION_SCORE, pa.float32()),
+        pa.field(CONFIDENCE, pa.float32()),
+        pa.field(MASK_RLE, MASK_RLE_TYPE),
+        pa.field(MASK_AREA, pa.float32()),
+        pa.field(MASK_BBOX, pa.list_(pa.int32())),
+        pa.field(CLASSIFIER_VERSION, pa.string()),
+        pa.field(SEGMENTER_VERSION, pa.string()),
+        pa.field(SCANNED_AT, pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field(INFERENCE_DEVICE, pa.string()),  # audit: where the models ran (cpu, cuda:0 (...))
+    ],
+    metadata={"forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution"},
+)
+
+OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
+# Columns carried from the listing into every row, also for objects that failed.
+LISTING_COLUMNS = (URI, SIZE_BYTES, ETAG, MTIME)

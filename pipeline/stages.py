@@ -1,0 +1,296 @@
+"""The per-batch steps of a scan: fetch and decode, run the models, assemble output rows.
+
+Stateless steps are plain functions (Ray runs them as tasks); the model step is
+a callable class so each actor loads its checkpoints once. No step raises on
+bad input: a failure becomes an `error` row that carries the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from forensics.decode import ImageDecodeError, decode_image
+from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
+from forensics.masks import manipulation_score, summarise_mask
+from forensics.verdict import ERROR, decide_verdict
+from pipeline import schema
+from pipeline.storage import object_identity, read_object
+
+logger = logging.getLogger("forgescan")
+
+MASK_PROBABILITIES = "mask_probabilities"
+INFERENCE_DEVICE = schema.INFERENCE_DEVICE
+
+
+def pixels_column(size: tuple[int, int]) -> str:
+    """Name of the column holding decoded model inputs of one (height, width)."""
+    return f"pixels_{size[0]}x{size[1]}"
+
+
+def describe_read_error(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"not_found: the object vanished between listing and reading ({error})"
+    if isinstance(error, PermissionError):
+        return f"permission_denied: {error}"
+    return f"read_failed: {type(error).__name__}: {error}"
+
+
+def fetch_and_decode(
+    batch: dict[str, np.ndarray],
+    input_sizes: list[tuple[int, int]],
+    max_pixels: int,
+    endpoint_url: str | None,
+    storage_options_json: str,
+) -> dict[str, np.ndarray]:
+    """Read each object, hash it, decode it to model inputs; failures become error rows.
+
+    Raw bytes never leave this step: only the small model inputs travel on.
+    """
+    uris = batch[schema.URI]
+    count = len(uris)
+    sizes = [s for s in dict.fromkeys(tuple(s) for s in input_sizes)]
+    out: dict[str, list] = {name: [] for name in (
+        schema.URI, schema.SIZE_BYTES, schema.ETAG, schema.MTIME, schema.SHA256, schema.FORMAT,
+        schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR)}
+    pixels = {size: np.zeros((count, size[0], size[1], 3), dtype=np.uint8) for size in sizes}
+    for index in range(count):
+        uri = str(uris[index])
+        identity = {
+            schema.SIZE_BYTES: _maybe(batch[schema.SIZE_BYTES][index]),
+            schema.ETAG: _maybe(batch[schema.ETAG][index]),
+            schema.MTIME: _maybe(batch[schema.MTIME][index]),
+        }
+        facts = {schema.SHA256: None, schema.FORMAT: None, schema.WIDTH: None, schema.HEIGHT: None}
+        status, error = schema.STATUS_OK, None
+        try:
+            if identity[schema.ETAG] is None and identity[schema.MTIME] is None and not uri.startswith("file://"):
+                identity.update({k: v for k, v in object_identity(uri, endpoint_url, storage_options_json).items() if k != "uri"})
+            data, read_facts = read_object(uri, endpoint_url, storage_options_json)
+            for key, value in read_facts.items():
+                if identity.get(key) is None:
+                    identity[key] = value
+            facts[schema.SHA256] = hashlib.sha256(data).hexdigest()
+            decoded = decode_image(data, sizes, max_pixels=max_pixels)
+            facts.update({schema.FORMAT: decoded.format, schema.WIDTH: decoded.width, schema.HEIGHT: decoded.height})
+            for size in sizes:
+                pixels[size][index] = decoded.inputs[size]
+        except ImageDecodeError as decode_error:
+            status, error = schema.STATUS_ERROR, str(decode_error)
+        except Exception as read_error:  # storage failures of one object must not stop the scan
+            status, error = schema.STATUS_ERROR, describe_read_error(read_error)
+        out[schema.URI].append(uri)
+        for key, value in {**identity, **facts}.items():
+            out[key].append(value)
+        out[schema.STATUS].append(status)
+        out[schema.ERROR].append(error)
+    result = {key: np.array(values, dtype=object) for key, values in out.items()}
+    for size in sizes:
+        result[pixels_column(size)] = pixels[size]
+    return result
+
+
+def _text(value) -> str | None:
+    """Ray may turn an all-null string column into float NaN; map that back to None."""
+    value = _maybe(value)
+    return None if value is None else str(value)
+
+
+def _integer(value) -> int | None:
+    value = _maybe(value)
+    return None if value is None else int(value)
+
+
+def _maybe(value):
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)) and np.isnan(value):
+        return None
+    return value
+
+
+class DetectForgeries:
+    """Model actor: loads the classifier and segmenter once, scores batches of decoded images.
+
+    Both models share one actor: they consume the same decoded pixels, so one
+    transfer of the batch feeds both, and they fit on one GPU together.
+    """
+
+    def __init__(self, classifier_card: dict, classifier_weights, segmenter_card: dict, segmenter_weights):
+        import ray
+        import torch
+
+        from forensics.model_card import ModelCard
+
+        device = pick_device()
+        self.device_label = _describe_device(device)
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, int(_assigned_cpus())))
+        weights = [w for w in (classifier_weights, segmenter_weights)]
+        weights = [ray.get(w) if isinstance(w, ray.ObjectRef) else w for w in weights]
+        self.classifier = ClassifierPredictor.from_weights(weights[0], ModelCard.from_dict(classifier_card), device)
+        self.segmenter = SegmenterPredictor.from_weights(weights[1], ModelCard.from_dict(segmenter_card), device)
+        self.classifier_column = pixels_column(self.classifier.card.input_size)
+        self.segmenter_column = pixels_column(self.segmenter.card.input_size)
+        logger.info("forgescan model actor ready on %s", self.device_label)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch[schema.STATUS] == schema.STATUS_OK
+        count = len(ok)
+        height, width = self.segmenter.card.input_size
+        ai_scores = np.full(count, np.nan, dtype=np.float32)
+        probabilities = np.zeros((count, height, width), dtype=np.float16)
+        if ok.any():
+            ai_scores[ok] = self.classifier.predict(batch[self.classifier_column][ok])
+            probabilities[ok] = self.segmenter.predict(batch[self.segmenter_column][ok]).astype(np.float16)
+        result = {k: v for k, v in batch.items() if not k.startswith("pixels_")}
+        result[schema.AI_SCORE] = ai_scores
+        result[MASK_PROBABILITIES] = probabilities
+        result[INFERENCE_DEVICE] = np.array([self.device_label] * count, dtype=object)
+        return result
+
+
+def _assigned_cpus() -> float:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except Exception:
+        return 1.0
+
+
+def _describe_device(device) -> str:
+    """`cuda:0 (<name>)`, `cpu`, or `cpu (assigned GPU [0], CUDA unavailable)` for an honest audit trail."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    try:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:
+        gpu_ids = []
+    if gpu_ids:
+        logger.warning("model actor was assigned GPU %s but CUDA is not available: running on CPU", gpu_ids)
+        return f"cpu (assigned GPU {list(gpu_ids)}, CUDA unavailable)"
+    return "cpu"
+
+
+def assemble_rows(
+    batch: dict[str, np.ndarray],
+    scan_id: str,
+    classifier_version: str,
+    segmenter_version: str,
+    ai_threshold: float,
+    pixel_threshold: float,
+    manipulation_threshold: float,
+) -> pa.Table:
+    """Upsample masks to the original resolution, RLE-encode, decide verdicts; returns output-schema rows."""
+    count = len(batch[schema.URI])
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = []
+    for index in range(count):
+        ok = batch[schema.STATUS][index] == schema.STATUS_OK
+        row = {
+            schema.SCAN_ID: scan_id,
+            schema.URI: _text(batch[schema.URI][index]),
+            schema.SIZE_BYTES: _integer(batch[schema.SIZE_BYTES][index]),
+            schema.ETAG: _text(batch[schema.ETAG][index]),
+            schema.MTIME: _text(batch[schema.MTIME][index]),
+            schema.SHA256: _text(batch[schema.SHA256][index]),
+            schema.FORMAT: _text(batch[schema.FORMAT][index]),
+            schema.WIDTH: _integer(batch[schema.WIDTH][index]),
+            schema.HEIGHT: _integer(batch[schema.HEIGHT][index]),
+            schema.STATUS: _text(batch[schema.STATUS][index]),
+            schema.ERROR: _text(batch[schema.ERROR][index]),
+            schema.CLASSIFIER_VERSION: classifier_version,
+            schema.SEGMENTER_VERSION: segmenter_version,
+            schema.SCANNED_AT: now,
+            schema.INFERENCE_DEVICE: batch[INFERENCE_DEVICE][index],
+        }
+        if ok:
+            try:
+                probabilities = batch[MASK_PROBABILITIES][index].astype(np.float32)
+                height, width = int(batch[schema.HEIGHT][index]), int(batch[schema.WIDTH][index])
+                mask = summarise_mask(probabilities, height, width, pixel_threshold)
+                ai_score = float(batch[schema.AI_SCORE][index])
+                manipulation = manipulation_score(probabilities)
+                verdict = decide_verdict(ai_score, manipulation, ai_threshold, manipulation_threshold)
+                row.update({
+                    schema.VERDICT: verdict.label,
+                    schema.AI_SCORE: ai_score,
+                    schema.MANIPULATION_SCORE: manipulation,
+                    schema.CONFIDENCE: verdict.confidence,
+                    schema.MASK_RLE: mask.rle.to_row(),
+                    schema.MASK_AREA: mask.area_fraction,
+                    schema.MASK_BBOX: list(mask.bbox),
+                })
+            except Exception as error:  # e.g. out of memory on a huge mask: one error row, not a dead scan
+                row.update({schema.STATUS: schema.STATUS_ERROR, schema.ERROR: f"postprocess_failed: {type(error).__name__}: {error}"})
+                ok = False
+        if not ok:
+            row.update({schema.VERDICT: ERROR, schema.AI_SCORE: None, schema.MANIPULATION_SCORE: None,
+                        schema.CONFIDENCE: None, schema.MASK_RLE: None, schema.MASK_AREA: None, schema.MASK_BBOX: None})
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema.OUTPUT_SCHEMA)
+
+
+def skip_done_objects(
+    batch: pa.Table,
+    skip_uris_ref,
+    skip_identities_ref,
+    counter,
+    endpoint_url: str | None,
+    storage_options_json: str,
+) -> pa.Table:
+    """Drop objects already committed in this scan (resume) or unchanged since an earlier scan (incremental).
+
+    Manifest entries carry only a URI; their size/ETag are looked up here so that
+    unchanged objects are still recognised.
+    """
+    import pyarrow.compute as pc
+    import ray
+
+    from pipeline.state import identity_key
+
+    listed = batch.num_rows
+    skip_uris, skip_identities = ray.get([skip_uris_ref, skip_identities_ref])
+    if len(skip_uris):
+        batch = batch.filter(pc.invert(pc.is_in(batch.column(schema.URI), value_set=skip_uris)))
+    resumed = listed - batch.num_rows
+    if len(skip_identities) and batch.num_rows:
+        missing = pc.and_(pc.is_null(batch.column(schema.ETAG)), pc.is_null(batch.column(schema.MTIME)))
+        if pc.any(missing).as_py():
+            rows = batch.to_pylist()
+            for row in rows:
+                if row[schema.ETAG] is None and row[schema.MTIME] is None:
+                    try:
+                        row.update({k: v for k, v in object_identity(row[schema.URI], endpoint_url, storage_options_json).items() if k != schema.URI})
+                    except Exception:
+                        pass  # the fetch step will report the object as an error row
+            batch = pa.Table.from_pylist(rows, schema=batch.schema)
+        keys = identity_key(batch.column(schema.URI), batch.column(schema.SIZE_BYTES), batch.column(schema.ETAG), batch.column(schema.MTIME))
+        batch = batch.filter(pc.invert(pc.is_in(keys, value_set=skip_identities)))
+    unchanged = listed - resumed - batch.num_rows
+    if counter is not None:
+        counter.add.remote(listed=listed, already_committed=resumed, unchanged=unchanged)
+    return batch
+
+
+class ListingCounter:
+    """A tiny actor that tallies what the listing produced and what was skipped."""
+
+    def __init__(self):
+        self.counts = {"listed": 0, "already_committed": 0, "unchanged": 0}
+
+    def add(self, **increments: int) -> None:
+        for key, value in increments.items():
+            self.counts[key] += value
+
+    def get(self) -> dict:
+        return dict(self.counts)
