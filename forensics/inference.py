@@ -28,7 +28,10 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 def to_model_input(pixels: np.ndarray, card: ModelCard, device: torch.device) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) channels-last on `device`."""
-    batch = torch.from_numpy(np.ascontiguousarray(pixels))
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if not pixels.flags.writeable:  # zero-copy views from Ray's object store are read-only
+        pixels = pixels.copy()
+    batch = torch.from_numpy(pixels)
     if device.type == "cuda":
         batch = batch.pin_memory().to(device, non_blocking=True)
     batch = batch.permute(0, 3, 1, 2).float().div_(255.0)

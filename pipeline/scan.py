@@ -162,7 +162,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
             "segmenter_card": segmenter_card.to_dict(),
             "segmenter_weights": ray.put(segmenter_weights) if segmenter_weights else None,
         },
-        max_restarts=3, max_task_retries=3,  # a dead actor (e.g. OOM) is restarted and its batch retried
+        # Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1) restart a dead actor
+        # (e.g. killed for memory) and retry its batch; nothing is lost.
     )
     dataset = dataset.map_batches(
         assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.5,
