@@ -25,7 +25,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
     if logits_tensor.numel() == 0 or labels_tensor.unique().numel() < 2:
         raise ValueError("Temperature fitting needs held-out logits of both classes; add positives and negatives.")
     log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_temperature], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [log_temperature], lr=0.5, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()

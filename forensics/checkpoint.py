@@ -140,3 +140,16 @@ def resolve_model(weights_path: str | Path | None, default_card: ModelCard) -> t
     if weights_path is None:
         return build_model(default_card), default_card
     return load_checkpoint(weights_path, expected_kind=default_card.kind)
+
+
+def update_card(weights_path: str | Path, card: ModelCard) -> Path:
+    """Write a new card for existing weights: the JSON beside them and the copy in the safetensors header."""
+    from safetensors.torch import load_file, save_file
+
+    weights_path = Path(weights_path)
+    if not weights_path.exists():
+        raise CheckpointError(f"Checkpoint {weights_path} does not exist; cannot update its model card.")
+    state = load_file(str(weights_path))
+    save_file(state, str(weights_path), metadata={"forgescan_card": card.to_json()})
+    card.write(card_path_for(weights_path))
+    return card_path_for(weights_path)

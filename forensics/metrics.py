@@ -166,3 +166,20 @@ def _save(figure, path: str | Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_mask_examples(examples, path: str | Path, threshold: float = 0.5, title: str = "Segmenter examples") -> Path:
+    """Rows of (image, true mask, predicted probability, predicted mask) at model resolution."""
+    plt = _pyplot()
+    rows = max(1, len(examples))
+    figure, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows), squeeze=False)
+    for row, (image, truth, probability) in enumerate(examples):
+        for column, (picture, name) in enumerate(
+            ((image, "image"), (truth, "true mask"), (probability, "P(manipulated)"), (probability >= threshold, "predicted"))
+        ):
+            axes[row, column].imshow(picture, cmap=None if picture.ndim == 3 else "gray", vmin=0, vmax=1 if picture.ndim == 2 else None)
+            axes[row, column].set_axis_off()
+            if row == 0:
+                axes[row, column].set_title(name, fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    return _save(figure, path)

@@ -1,0 +1,100 @@
+"""Model outputs on a labelled set, preprocessed exactly as the scanner does (forensics.decode).
+
+Shared by `forgescan evaluate` and `forgescan calibrate`: raw logits (before
+temperature) for the classifier, and for the segmenter exact pixel counts at
+the original image resolution plus the samples calibration needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from forensics.calibration import sigmoid
+from forensics.decode import decode_image
+from forensics.inference import ModelPredictor
+from forensics.masks import manipulation_score, upsample_probabilities
+from forensics.metrics import PixelCounts
+from forensics.training.datasets import ImageMaskPair, LabelledImage, load_mask, read_sample_bytes
+from forensics.training.loops import PIXEL_SAMPLE_PER_IMAGE, TOP_FRACTION
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _decode(data: bytes, name: str, input_size) -> tuple[np.ndarray, tuple[int, int]]:
+    from forensics.decode import ImageDecodeError
+    from forensics.training.datasets import DatasetError
+
+    try:
+        decoded = decode_image(data, [tuple(input_size)])
+    except ImageDecodeError as error:
+        raise DatasetError(f"Cannot decode image {name}: {error}. Remove or replace the file.") from None
+    return decoded.inputs[tuple(input_size)], (decoded.height, decoded.width)
+
+
+def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits (no temperature) and labels for every sample."""
+    from tqdm.auto import tqdm
+
+    logits, labels = [], []
+    for batch in tqdm(list(_batches(samples, batch_size)), desc=f"classifier {predictor.version}", mininterval=2.0):
+        pixels = np.stack([_decode(read_sample_bytes(s), s.uri, predictor.card.input_size)[0] for s in batch])
+        logits.append(predictor.logits(pixels).reshape(len(batch), -1)[:, 0].cpu().numpy())
+        labels += [s.label for s in batch]
+    return np.concatenate(logits).astype(np.float64), np.array(labels, dtype=int)
+
+
+@dataclass
+class SegmenterOutputs:
+    """What one pass of the segmenter over a labelled set leaves behind."""
+
+    pixel_counts: PixelCounts = field(default_factory=PixelCounts)
+    pixel_logits: list[np.ndarray] = field(default_factory=list)  # uniform sample per image, model resolution
+    pixel_labels: list[np.ndarray] = field(default_factory=list)
+    top_logits: list[np.ndarray] = field(default_factory=list)  # top 1% logits per image -> manipulation score
+    has_mask: list[bool] = field(default_factory=list)
+    examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # image, truth, probability
+
+    def manipulation_scores(self, temperature: float) -> np.ndarray:
+        return np.array([manipulation_score(sigmoid(row, temperature), top_fraction=1.0) for row in self.top_logits])
+
+
+def segmenter_outputs(
+    predictor: ModelPredictor, pairs: list[ImageMaskPair], batch_size: int = 16, seed: int = 0, keep_examples: int = 6
+) -> SegmenterOutputs:
+    """Run the segmenter; pixel counts use the card's temperature and pixel threshold at ORIGINAL resolution."""
+    import fsspec
+    from tqdm.auto import tqdm
+
+    card = predictor.card
+    threshold = card.threshold("pixel")
+    rng = np.random.default_rng(seed)
+    outputs = SegmenterOutputs()
+    for batch in tqdm(list(_batches(pairs, batch_size)), desc=f"segmenter {predictor.version}", mininterval=2.0):
+        decoded, truths = [], []
+        for pair in batch:
+            with fsspec.open(pair.image_uri, "rb") as handle:
+                pixels, (height, width) = _decode(handle.read(), pair.image_uri, card.input_size)
+            decoded.append(pixels)
+            truths.append(load_mask(pair.mask_uri, (width, height)) if pair.mask_uri else np.zeros((height, width), bool))
+        logits = predictor.logits(np.stack(decoded))[:, 0].cpu().numpy()
+        for pixels, truth, image_logits in zip(decoded, truths, logits):
+            probabilities = sigmoid(image_logits, card.temperature).astype(np.float32)
+            full = upsample_probabilities(probabilities, *truth.shape)
+            outputs.pixel_counts.add(full >= threshold, truth)
+            small_truth = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(image_logits.shape[::-1], Image.NEAREST)) > 127
+            flat = image_logits.ravel()
+            chosen = rng.choice(flat.size, size=min(PIXEL_SAMPLE_PER_IMAGE, flat.size), replace=False)
+            outputs.pixel_logits.append(flat[chosen])
+            outputs.pixel_labels.append(small_truth.ravel()[chosen])
+            k = max(1, int(round(flat.size * TOP_FRACTION)))
+            outputs.top_logits.append(np.partition(flat, flat.size - k)[flat.size - k :])
+            outputs.has_mask.append(bool(truth.any()))
+            if len(outputs.examples) < keep_examples and truth.any():
+                outputs.examples.append((pixels, small_truth, probabilities))
+    return outputs

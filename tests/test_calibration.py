@@ -1,0 +1,124 @@
+"""Temperature scaling and thresholds, and the calibrate / evaluate jobs that write them into cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from forensics.calibration import binary_nll, fit_temperature, sigmoid, threshold_at_fpr, threshold_for_best_f1
+from forensics.checkpoint import read_card, save_checkpoint
+from forensics.model_card import default_classifier_card, default_segmenter_card
+from forensics.models import build_model
+from forensics.synthetic import write_forgery_dataset, write_real_fake_dataset
+
+
+def _overconfident_set(seed=0, count=4000, scale=4.0):
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(0, 2, count)
+    labels = (rng.random(count) < sigmoid(true_logits)).astype(int)
+    return true_logits * scale, labels
+
+
+def test_temperature_recovers_the_overconfidence_and_lowers_nll():
+    logits, labels = _overconfident_set(scale=4.0)
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(4.0, rel=0.15)
+    assert binary_nll(logits, labels, temperature) < binary_nll(logits, labels, 1.0) - 0.05
+
+
+def test_temperature_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        fit_temperature(np.array([1.0, 2.0]), np.array([1, 1]))
+
+
+def test_threshold_at_fpr_keeps_the_false_positive_rate_at_or_below_target():
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.random(200) * 0.7, 0.3 + rng.random(200) * 0.7])
+    labels = np.array([0] * 200 + [1] * 200)
+    for target in (0.0, 0.01, 0.05, 0.2):
+        threshold = threshold_at_fpr(scores, labels, target)
+        false_positive_rate = np.mean(scores[labels == 0] >= threshold)
+        assert false_positive_rate <= target
+        assert np.mean(scores[labels == 0] >= np.nextafter(threshold, -1) - 1e-9) > target or target == 0.0 or threshold <= 0
+
+
+def test_threshold_for_best_f1_picks_the_separating_cut():
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    assert 0.3 < threshold_for_best_f1(scores, np.array([0, 0, 0, 1, 1])) <= 0.8
+
+
+def _run_job(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def random_checkpoints(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("calibration")
+    classifier = default_classifier_card((64, 64)).replace(version="test-classifier")
+    segmenter = default_segmenter_card((64, 64)).replace(version="test-segmenter")
+    write_real_fake_dataset(folder / "realfake", 10, seed=7, size=64)
+    write_forgery_dataset(folder / "forgery", 8, seed=8, size=64, authentic_fraction=0.4)
+    return {
+        "classifier": save_checkpoint(build_model(classifier), classifier, folder / "classifier.safetensors", half=True),
+        "segmenter": save_checkpoint(build_model(segmenter), segmenter, folder / "segmenter.safetensors"),
+        "folder": folder,
+    }
+
+
+def test_calibrate_job_writes_temperature_and_thresholds_into_the_card(random_checkpoints, tmp_path):
+    from jobs import calibrate
+
+    folder = random_checkpoints["folder"]
+    target = tmp_path / "calibrated.safetensors"
+    assert _run_job(calibrate, ["classifier", "--checkpoint", str(random_checkpoints["classifier"]), "--data",
+                                str(folder / "realfake"), "--target-fpr", "0.1", "--output-checkpoint", str(target)]) == 0
+    card = read_card(target)
+    assert card.temperature == card.metrics["calibration"]["temperature"] and "ai_generated" in card.thresholds
+    assert card.metrics["calibration"]["nll_after"] <= card.metrics["calibration"]["nll_before"] + 1e-9
+    from safetensors import safe_open
+
+    with safe_open(str(target), framework="pt") as handle:  # the header copy agrees with the JSON
+        assert json.loads(handle.metadata()["forgescan_card"])["temperature"] == card.temperature
+    assert read_card(random_checkpoints["classifier"]).temperature == 1.0  # the original is untouched
+
+
+def test_calibrate_segmenter_sets_pixel_and_manipulated_thresholds(random_checkpoints, tmp_path):
+    from jobs import calibrate
+
+    target = tmp_path / "segmenter.safetensors"
+    assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["segmenter"]), "--data",
+                                str(random_checkpoints["folder"] / "forgery"), "--output-checkpoint", str(target)]) == 0
+    card = read_card(target)
+    assert {"pixel", "manipulated"} <= set(card.thresholds) and "calibration" in card.metrics
+
+
+def test_evaluate_job_writes_metrics_and_pictures(random_checkpoints, tmp_path):
+    from jobs import evaluate
+
+    folder = random_checkpoints["folder"]
+    classifier = str(random_checkpoints["classifier"])
+    assert _run_job(evaluate, ["classifier", "--checkpoint", classifier, "--checkpoint", classifier,
+                               "--data", str(folder / "realfake"), "--output", str(tmp_path / "c")]) == 0
+    summary = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert {"accuracy", "f1", "roc_auc", "confusion_matrix"} <= set(summary["ensemble"])
+    assert (tmp_path / "c" / "roc_curve.png").exists() and (tmp_path / "c" / "confusion_matrix.png").exists()
+    assert _run_job(evaluate, ["segmenter", "--checkpoint", str(random_checkpoints["segmenter"]),
+                               "--data", str(folder / "forgery"), "--output", str(tmp_path / "s")]) == 0
+    summary = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert {"pixel_f1", "pixel_iou", "all_one_mask_f1"} <= set(summary["pixel"])
+    assert (tmp_path / "s" / "mask_examples.png").exists()
+
+
+def test_calibrate_refuses_a_checkpoint_of_the_other_kind(random_checkpoints, capsys):
+    from jobs import calibrate
+
+    assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["classifier"]),
+                                "--data", str(random_checkpoints["folder"] / "forgery")]) == 2
+    assert "--classifier" in capsys.readouterr().err
