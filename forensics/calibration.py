@@ -58,6 +58,16 @@ def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, target_fpr: float) 
     return float(np.nextafter(cut, np.inf))
 
 
+def decision_threshold(scores: np.ndarray, labels: np.ndarray, target_fpr: float, floor: float = 0.5) -> float:
+    """The threshold at `target_fpr` (see threshold_at_fpr), never below `floor`.
+
+    With well-separated held-out scores the FPR rule alone can pick a tiny
+    threshold (e.g. 0.003); the floor keeps a positive verdict the more probable
+    class, and raising a threshold only lowers the false-positive rate further.
+    """
+    return max(threshold_at_fpr(scores, labels, target_fpr), floor)
+
+
 def threshold_for_best_f1(scores: np.ndarray, labels: np.ndarray, candidates: np.ndarray | None = None) -> float:
     """The candidate threshold with the highest F1 (used for the per-pixel threshold)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -76,4 +86,6 @@ def threshold_for_best_f1(scores: np.ndarray, labels: np.ndarray, candidates: np
 
 
 def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, dtype=np.float64) / temperature)

@@ -5,8 +5,8 @@
 
 The temperature minimises the held-out negative log-likelihood; thresholds are
 the lowest score whose false-positive rate on held-out negatives stays at or
-below --target-fpr (classifier: `ai_generated`; segmenter: `manipulated`, and
-the `pixel` threshold that maximises pixel F1). The scanner reads both from
+below --target-fpr, and never below 0.5 (classifier: `ai_generated`; segmenter:
+`manipulated`), and the `pixel` threshold that maximises pixel F1. The scanner reads both from
 the card. Use data the model was not trained on.
 """
 
@@ -63,7 +63,7 @@ def _load(args, kind: str):
 
 
 def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
-    from forensics.calibration import binary_nll, fit_temperature, sigmoid, threshold_at_fpr
+    from forensics.calibration import binary_nll, fit_temperature, sigmoid, decision_threshold
     from forensics.metrics import classification_metrics
     from forensics.training import find_labelled_images, fingerprint_samples
     from forensics.training.evaluation import classifier_logits
@@ -73,7 +73,7 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
     logits, labels = classifier_logits(predictor, samples, args.batch_size)
     temperature = fit_temperature(logits, labels)
     scores = sigmoid(logits, temperature)
-    threshold = threshold_at_fpr(scores, labels, args.target_fpr)
+    threshold = decision_threshold(scores, labels, args.target_fpr)
     report = {
         "temperature": temperature, "thresholds": {"ai_generated": threshold}, "target_fpr": args.target_fpr,
         "nll_before": binary_nll(logits, labels, predictor.card.temperature), "nll_after": binary_nll(logits, labels, temperature),
@@ -87,7 +87,7 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
 
 
 def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
-    from forensics.calibration import binary_nll, fit_temperature, sigmoid, threshold_at_fpr, threshold_for_best_f1
+    from forensics.calibration import binary_nll, fit_temperature, sigmoid, decision_threshold, threshold_for_best_f1
     from forensics.training import find_image_mask_pairs, fingerprint_samples
     from forensics.training.evaluation import segmenter_outputs
 
@@ -100,7 +100,7 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     thresholds = {**card.thresholds, "pixel": threshold_for_best_f1(sigmoid(logits, temperature), labels)}
     has_mask = np.array(outputs.has_mask)
     if (~has_mask).any():
-        thresholds["manipulated"] = threshold_at_fpr(outputs.manipulation_scores(temperature), has_mask, args.target_fpr)
+        thresholds["manipulated"] = decision_threshold(outputs.manipulation_scores(temperature), has_mask, args.target_fpr)
     else:
         print("forgescan calibrate: the data has no authentic image (empty mask); the `manipulated` threshold is kept. "
               "Add untouched images with empty masks to calibrate it.", file=sys.stderr)

@@ -99,10 +99,16 @@ def reproduce_command() -> str:
 def _settings(args):
     from forensics.training import AugmentConfig, TrainSettings
 
+    backbone_weights = args.backbone_weights
+    if backbone_weights and "://" not in backbone_weights:
+        if not Path(backbone_weights).is_file():
+            raise ValueError(f"--backbone-weights {backbone_weights} does not exist; pass a local safetensors file.")
+        backbone_weights = str(Path(backbone_weights).resolve())  # workers run in another directory
+
     return TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         warmup_fraction=args.warmup_fraction, gradient_clip=args.gradient_clip, seed=args.seed, threads=args.threads,
-        loader_workers=args.loader_workers, target_fpr=args.target_fpr, backbone_weights=args.backbone_weights,
+        loader_workers=args.loader_workers, target_fpr=args.target_fpr, backbone_weights=backbone_weights,
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
     )
 
@@ -152,7 +158,9 @@ def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, n
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=True, ignore_reinit_error=True)
+        # "local" starts a private instance; plain ray.init() would join any Ray instance running on this machine.
+        address = args.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
     config = {
         "card": card.to_dict(), "train_samples": train_samples, "valid_samples": valid_samples,
         "settings": _settings(args).to_dict(), "half": not args.full_precision, "description": name,
@@ -182,6 +190,7 @@ def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, n
 def train_classifier(args) -> dict[str, Any]:
     from forensics.checkpoint import load_checkpoint, save_checkpoint
     from forensics.model_card import default_classifier_card
+    from forensics.models import build_model
     from forensics.training import find_labelled_images, fingerprint_samples, stratified_folds
     from forensics.training.reports import write_classifier_report
 
@@ -199,6 +208,7 @@ def train_classifier(args) -> dict[str, Any]:
         notes=f"Trained by `forgescan train classifier` with {args.folds}-fold cross-validation; "
               "this file is the fold with the best validation ROC-AUC.",
     )
+    build_model(card)  # a wrong --classifier-name fails here, with the valid choices, not inside a worker
     fold_folders = []
     for index, (train_index, valid_index) in enumerate(folds):
         fold_card = card.replace(training_data={**card.training_data, "fold": index, "folds": args.folds})
@@ -217,6 +227,7 @@ def train_classifier(args) -> dict[str, Any]:
 def train_segmenter(args) -> dict[str, Any]:
     from forensics.checkpoint import load_checkpoint, save_checkpoint
     from forensics.model_card import default_segmenter_card
+    from forensics.models import build_model
     from forensics.training import find_image_mask_pairs, fingerprint_samples, holdout_split
     from forensics.training.reports import write_segmenter_report
 
@@ -238,6 +249,7 @@ def train_segmenter(args) -> dict[str, Any]:
         reproduce=reproduce_command(),
         notes="Trained by `forgescan train segmenter` (BCE + Dice); temperature and thresholds fitted on the validation split.",
     )
+    build_model(card)  # a wrong --arch / --encoder fails here, with the valid choices, not inside a worker
     folder = fit_with_ray_train(args, card, train_pairs, valid_pairs, output, "run")
     summary = write_segmenter_report(folder, output)
     model, trained_card = load_checkpoint(folder / "model.safetensors")

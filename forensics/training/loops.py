@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from forensics.calibration import fit_temperature, sigmoid, threshold_at_fpr, threshold_for_best_f1
+from forensics.calibration import decision_threshold, fit_temperature, sigmoid, threshold_for_best_f1
 from forensics.masks import manipulation_score
 from forensics.metrics import PixelCounts, classification_metrics
 from forensics.model_card import CLASSIFIER, ModelCard
@@ -353,12 +353,12 @@ def calibrate_card(card: ModelCard, validation: dict[str, np.ndarray], target_fp
     temperature = fit_temperature(validation["logits"], validation["labels"])
     probabilities = sigmoid(validation["logits"], temperature)
     if card.kind == CLASSIFIER:
-        thresholds = {"ai_generated": threshold_at_fpr(probabilities, validation["labels"], target_fpr)}
+        thresholds = {"ai_generated": decision_threshold(probabilities, validation["labels"], target_fpr)}
         return card.replace(temperature=temperature, thresholds=thresholds)
     thresholds = {"pixel": threshold_for_best_f1(probabilities, validation["labels"]), "manipulated": card.threshold("manipulated")}
     scores = image_manipulation_scores(validation["top_logits"], temperature)
     if (~validation["has_mask"]).any():
-        thresholds["manipulated"] = threshold_at_fpr(scores, validation["has_mask"], target_fpr)
+        thresholds["manipulated"] = decision_threshold(scores, validation["has_mask"], target_fpr)
     return card.replace(temperature=temperature, thresholds=thresholds)
 
 
