@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="process every object, ignoring earlier scans")
     parser.add_argument("--rescan-on-model-change", action="store_true", help="re-process objects last scanned with other model versions")
     parser.add_argument("--scan-id", help="explicit scan id (default: resume an interrupted scan of this source, else a new id)")
+    parser.add_argument("--rows-per-file", type=int, default=512, help="rows per committed Parquet file (default 512)")
     parser.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
 
 
@@ -48,7 +49,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         cpus_per_actor=args.cpus_per_actor, decode_cpus=args.decode_cpus, max_pixels=args.max_pixels,
         address=args.address, full=args.full, rescan_on_model_change=args.rescan_on_model_change,
         scan_id=args.scan_id, extensions=tuple(e for e in args.extensions.split(",") if e),
-        show_progress=not args.no_progress,
+        rows_per_file=args.rows_per_file, show_progress=not args.no_progress,
     )
 
 

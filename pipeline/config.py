@@ -24,6 +24,7 @@ class ScanConfig:
         full: ignore earlier scans and process every object.
         rescan_on_model_change: re-process objects last scanned with other model versions.
         scan_id: explicit id; by default an interrupted scan of the same source resumes, else a new id.
+        rows_per_file: rows per committed Parquet file; also the unit of work a resume can skip.
     """
 
     source: str
@@ -44,4 +45,5 @@ class ScanConfig:
     scan_id: str | None = None
     extensions: tuple[str, ...] = field(default_factory=tuple)
     storage_options: dict = field(default_factory=dict)
+    rows_per_file: int = 512
     show_progress: bool = True

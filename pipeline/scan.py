@@ -177,7 +177,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         },
     )
     try:
-        dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json))
+        dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json,
+                                                    rows_per_file=config.rows_per_file))
     except Exception as error:
         raise ScanError(
             f"Scan {plan.scan_id} stopped: {_root_cause(error)}. Committed results are kept; run the same "
