@@ -1,0 +1,1 @@
+"""Throughput and memory benchmark for forgescan: bare model loop vs the full Ray Data scan."""

@@ -1,0 +1,121 @@
+"""The bare limit: decode, preprocess, both models and mask post-processing in one plain Python loop.
+
+It does the same work per image as a scan (hash, `decode_image`, classifier,
+segmenter, mask upsample + RLE, verdict) with the same batch size and device,
+but no Ray, no object store, no storage client and no Parquet: what the
+pipeline would reach if orchestration were free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None) -> dict:
+    """Process `paths` in batches; returns timings (seconds) split by phase and the steady-state rate.
+
+    The models are built and warmed up with one batch before the clock starts,
+    as a scan's actor does before its first batch.
+    """
+    import torch
+
+    from forensics.decode import decode_image
+    from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
+    from forensics.masks import manipulation_score, summarise_mask
+    from forensics.verdict import decide_verdict
+    from forensics.checkpoint import bundled_checkpoint
+    from forensics.model_card import CLASSIFIER, SEGMENTER
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    started = time.perf_counter()
+    target = pick_device(device)
+    classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint(CLASSIFIER), target)
+    segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint(SEGMENTER), target)
+    sizes = sorted({tuple(classifier.card.input_size), tuple(segmenter.card.input_size)})
+    warmup = np.zeros((min(batch_size, len(paths)), *segmenter.card.input_size, 3), dtype=np.uint8)
+    classifier.predict(warmup)
+    segmenter.predict(warmup)
+    model_ready_s = time.perf_counter() - started
+
+    ai_threshold = classifier.card.threshold("ai_generated")
+    pixel_threshold = segmenter.card.threshold("pixel")
+    manipulated_threshold = segmenter.card.threshold("manipulated")
+    phases = {"read_and_hash": 0.0, "decode": 0.0, "classifier": 0.0, "segmenter": 0.0, "masks_and_verdicts": 0.0}
+    verdicts: dict[str, int] = {}
+    clock = time.perf_counter()
+    loop_started, loop_cpu_started = clock, time.process_time()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[phase] += now - clock
+        clock = now
+
+    for start in range(0, len(paths), batch_size):
+        decoded = []
+        for path in paths[start : start + batch_size]:
+            data = Path(path).read_bytes()
+            hashlib.sha256(data).hexdigest()
+            lap("read_and_hash")
+            decoded.append(decode_image(data, sizes))
+            lap("decode")
+        classifier_pixels = np.stack([d.inputs[tuple(classifier.card.input_size)] for d in decoded])
+        segmenter_pixels = np.stack([d.inputs[tuple(segmenter.card.input_size)] for d in decoded])
+        ai_scores = classifier.predict(classifier_pixels)
+        lap("classifier")
+        probabilities = segmenter.predict(segmenter_pixels).astype(np.float16)  # what the actor hands on
+        lap("segmenter")
+        for image, ai_score, probability in zip(decoded, ai_scores, probabilities):
+            probability = probability.astype(np.float32)
+            summarise_mask(probability, image.height, image.width, pixel_threshold)
+            verdict = decide_verdict(float(ai_score), manipulation_score(probability), ai_threshold, manipulated_threshold)
+            verdicts[verdict.label] = verdicts.get(verdict.label, 0) + 1
+        lap("masks_and_verdicts")
+    seconds = time.perf_counter() - loop_started
+    cpu_seconds = time.process_time() - loop_cpu_started
+    return {
+        "images": len(paths),
+        "batch_size": batch_size,
+        "device": str(target),
+        "torch_threads": torch.get_num_threads(),
+        "model_ready_s": round(model_ready_s, 2),
+        "loop_s": round(seconds, 2),
+        "images_per_s": round(len(paths) / seconds, 3),
+        "cpu_seconds_per_image": round(cpu_seconds / len(paths), 3),
+        "phase_s": {k: round(v, 2) for k, v in phases.items()},
+        "phase_ms_per_image": {k: round(1000 * v / len(paths), 1) for k, v in phases.items()},
+        "verdicts": verdicts,
+        "pid": os.getpid(),
+    }
+
+
+def _child(connection, paths, batch_size, torch_threads, device) -> None:
+    try:
+        connection.send(run_bare_loop(paths, batch_size, torch_threads, device))
+    except BaseException as error:  # report, then let the parent raise
+        connection.send({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        connection.close()
+
+
+def run_bare_loop_in_child(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None) -> dict:
+    """Run the bare loop in a fresh spawned process, so its memory is measured apart from the driver's."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(sender, [str(p) for p in paths], batch_size, torch_threads, device),
+                              name="forgescan-bare-loop")
+    process.start()
+    sender.close()
+    result = receiver.recv()
+    process.join()
+    if "error" in result:
+        raise RuntimeError(f"bare loop failed: {result['error']}")
+    return result

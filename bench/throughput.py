@@ -1,0 +1,285 @@
+"""Orchestrates one benchmark run: images -> loopback S3 -> bare loop -> pipeline scans per size -> JSON + plot.
+
+Steady-state pipeline throughput is measured by difference: every pipeline
+setting first scans a small warm-up archive (W images), then each archive of
+N images; (N - W) / (T_N - T_W) removes what every scan pays once -- actor
+start-up and model build, listing, manifests, filling and draining the
+pipeline -- and leaves the rate at which images flow once it runs. Ray's own
+start-up is paid once per benchmark and reported separately. End-to-end
+rates (N / T_N) are reported next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.bare_loop import run_bare_loop_in_child
+from bench.images import cached_images, describe_images, upload_archives
+from bench.process_tree import ProcessTreeSampler
+
+SCAN_KNOBS = ("num_model_actors", "cpus_per_actor", "decode_cpus", "decode_batch_size", "gpus_per_actor", "batch_size")
+PIPELINE_KNOBS = SCAN_KNOBS + ("ray_cpus",)  # ray_cpus: logical CPUs of the local Ray instance for this setting
+WORK_DIRECTORY = Path(".data/bench")
+
+
+@dataclass(frozen=True)
+class PipelineSetting:
+    """A named set of ScanConfig knobs to measure, e.g. `two-actors:num_model_actors=2,cpus_per_actor=0.75`."""
+
+    name: str
+    knobs: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "PipelineSetting":
+        name, _, spec = text.rpartition(":") if ":" in text else ("", "", text)
+        knobs = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, _, value = item.partition("=")
+            if key not in PIPELINE_KNOBS:
+                raise ValueError(f"Unknown pipeline knob `{key}` in `{text}`; valid knobs: {list(PIPELINE_KNOBS)}")
+            knobs[key] = float(value) if "." in value else int(value)
+        return cls(name=name or (spec or "defaults"), knobs=knobs)
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    sizes: list[int]
+    settings: list[PipelineSetting]
+    batch_size: int = 32
+    warmup_images: int = 32
+    bare_images: int = 256
+    bare_torch_threads: int | None = None
+    ray_cpus: int | None = None
+    results_prefix: Path = Path("bench/results/throughput")
+    show_progress: bool = True
+    command: str = ""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine_facts() -> dict:
+    import ray
+    import torch
+
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from bench.process_tree import psutil
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+    }
+
+
+def run_pipeline_scan(source: str, output: Path, endpoint: str, batch_size: int, setting: PipelineSetting,
+                      show_progress: bool) -> dict:
+    """One full scan (S3 listing -> Parquet on local disk) with the setting's knobs; returns its timing."""
+    from pipeline.config import ScanConfig
+    from pipeline.scan import run_scan
+
+    shutil.rmtree(output, ignore_errors=True)
+    knobs = {"batch_size": batch_size, **{k: v for k, v in setting.knobs.items() if k in SCAN_KNOBS}}
+    config = ScanConfig(source=source, output=str(output), endpoint_url=endpoint, full=True,
+                        show_progress=show_progress, **knobs)
+    started = time.perf_counter()
+    summary = run_scan(config)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(output, ignore_errors=True)
+    return {"images": summary.processed, "ok": summary.ok, "errors": summary.errors, "seconds": round(seconds, 2),
+            "images_per_s": round(summary.processed / seconds, 3)}
+
+
+def forgescan_cpu_seconds(window: dict) -> float:
+    """CPU seconds a scan used: driver, Ray workers and Ray daemons (not the S3 server, not the bare loop)."""
+    return sum(window["cpu_seconds"][group] for group in ("driver", "ray_workers", "ray_system"))
+
+
+def start_ray(num_cpus: int | None) -> float:
+    """Start a local Ray instance the way `forgescan scan` would; returns the seconds it took."""
+    import logging
+
+    import ray
+
+    started = time.perf_counter()
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    return time.perf_counter() - started
+
+
+def run_benchmark(plan: BenchmarkPlan) -> dict:
+    from forensics.model_card import default_segmenter_card
+    from pipeline.local_s3 import FAKE_CREDENTIALS, loopback_s3
+
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    sizes = sorted(set(plan.sizes))
+    needed = max(sizes + [plan.warmup_images, plan.bare_images])
+    log(f"preparing {needed} benchmark JPEGs under {WORK_DIRECTORY}")
+    paths = cached_images(needed, progress=plan.show_progress)
+    results: dict = {
+        "command": plan.command,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_facts(),
+        "model_input_size": list(default_segmenter_card().input_size),
+        "images": describe_images(paths[: max(sizes)]),
+        "plan": {"sizes": sizes, "batch_size": plan.batch_size, "warmup_images": plan.warmup_images,
+                 "bare_images": min(plan.bare_images, max(sizes)), "ray_cpus": plan.ray_cpus or os.cpu_count()},
+        "method": __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
+    }
+    with ProcessTreeSampler() as resources, loopback_s3() as endpoint:
+        bare_count = min(plan.bare_images, max(sizes))
+        log(f"bare loop: {bare_count} images, batch {plan.batch_size}, one process")
+        resources.reset()
+        bare = run_bare_loop_in_child(paths[:bare_count], plan.batch_size, plan.bare_torch_threads)
+        bare["resources"] = resources.window()
+        bare["peak_private_mib"] = bare["resources"]["bare_loop_peak_mib"]
+        results["bare_loop"] = bare
+        log(f"bare loop: {bare['images_per_s']:.2f} images/s with {bare['torch_threads']} torch threads; "
+            f"ms/image {bare['phase_ms_per_image']}")
+
+        archives = upload_archives(endpoint, paths, sorted(set(sizes + [plan.warmup_images])), plan.show_progress)
+        runs = []
+        ray_cpus = None
+        for setting in plan.settings:
+            wanted_cpus = setting.knobs.get("ray_cpus", plan.ray_cpus or os.cpu_count())
+            if wanted_cpus != ray_cpus:
+                import ray
+
+                ray.shutdown()
+                startup = round(start_ray(wanted_cpus), 2)
+                results.setdefault("ray_startup_s", startup)
+                ray_cpus = wanted_cpus
+                log(f"ray started with {ray_cpus} logical CPUs in {startup} s")
+            output = WORK_DIRECTORY / "scan-output" / setting.name.replace("/", "_")
+            log(f"[{setting.name}] warm-up scan of {plan.warmup_images} images")
+            resources.reset()
+            warmup = run_pipeline_scan(archives[plan.warmup_images], output, endpoint, plan.batch_size, setting,
+                                       plan.show_progress)
+            warmup["cpu_seconds"] = forgescan_cpu_seconds(resources.window())
+            log(f"[{setting.name}] warm-up took {warmup['seconds']} s")
+            for size in sizes:
+                log(f"[{setting.name}] scan of {size} images")
+                resources.reset()
+                scan = run_pipeline_scan(archives[size], output, endpoint, plan.batch_size, setting, plan.show_progress)
+                peaks = resources.window()
+                steady = steady_cpu = None
+                if size > warmup["images"] and scan["seconds"] > warmup["seconds"]:
+                    steady = (size - warmup["images"]) / (scan["seconds"] - warmup["seconds"])
+                    steady_cpu = (forgescan_cpu_seconds(peaks) - warmup["cpu_seconds"]) / (size - warmup["images"])
+                run = {"setting": setting.name, "knobs": {"batch_size": plan.batch_size, **setting.knobs}, "size": size,
+                       **scan, "warmup_seconds": warmup["seconds"],
+                       "steady_images_per_s": round(steady, 3) if steady else None,
+                       "steady_ratio_to_bare": round(steady / bare["images_per_s"], 3) if steady else None,
+                       "end_to_end_ratio_to_bare": round(scan["images_per_s"] / bare["images_per_s"], 3),
+                       "steady_cpu_seconds_per_image": round(steady_cpu, 3) if steady_cpu else None,
+                       "cpu_efficiency_vs_bare": round(bare["cpu_seconds_per_image"] / steady_cpu, 3) if steady_cpu else None,
+                       "memory": peaks}
+                runs.append(run)
+                log(f"[{setting.name}] {size} images: {scan['seconds']} s, end-to-end {scan['images_per_s']:.2f}/s, "
+                    f"steady {run['steady_images_per_s']}/s (ratio {run['steady_ratio_to_bare']}); "
+                    f"CPU {run['steady_cpu_seconds_per_image']} s/image; driver {peaks['driver_peak_mib']} MiB, "
+                    f"workers {peaks['ray_workers_peak_mib']} MiB; other processes used {peaks['other_processes_cores']} cores")
+                write_results(results | {"pipeline": runs}, plan.results_prefix, plot=False)
+        results["pipeline"] = runs
+    import ray
+
+    ray.shutdown()
+    results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_results(results, plan.results_prefix, plot=True)
+    return results
+
+
+def write_results(results: dict, prefix: Path, plot: bool) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    staging = prefix.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(results, indent=2) + "\n")
+    staging.replace(prefix.with_suffix(".json"))
+    if plot and results.get("pipeline"):
+        plot_results(results, prefix.with_suffix(".png"))
+
+
+def plot_results(results: dict, path: Path) -> None:
+    """Throughput and peak memory against archive size, one line per pipeline setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["pipeline"]
+    settings = list(dict.fromkeys(run["setting"] for run in runs))
+    figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=90)
+    sizes = results["plan"]["sizes"]
+    speed.axhline(results["bare_loop"]["images_per_s"], color="black", linestyle="--", label="bare loop")
+    for setting in settings:
+        mine = [run for run in runs if run["setting"] == setting]
+        line, = speed.plot([r["size"] for r in mine], [r["steady_images_per_s"] or float("nan") for r in mine],
+                           marker="o", label=f"{setting} (steady)")
+        speed.plot([r["size"] for r in mine], [r["images_per_s"] for r in mine], marker=".", linestyle=":",
+                   color=line.get_color(), label=f"{setting} (end-to-end)")
+        memory.plot([r["size"] for r in mine], [r["memory"]["ray_workers_peak_mib"] for r in mine], marker="o",
+                    color=line.get_color(), label=f"{setting}: Ray workers")
+        memory.plot([r["size"] for r in mine], [r["memory"]["driver_peak_mib"] for r in mine], marker="s",
+                    linestyle="--", color=line.get_color(), label=f"{setting}: driver")
+    for axis in (speed, memory):
+        axis.set_xscale("log")
+        axis.set_xticks(sizes, [str(s) for s in sizes])
+        axis.minorticks_off()
+        axis.set_xlabel("archive size (images)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    speed.set_ylabel("images / s")
+    speed.set_ylim(bottom=0)
+    speed.set_title("throughput", fontsize=10)
+    memory.set_ylabel("peak private RSS (MiB)")
+    memory.set_ylim(bottom=0)
+    memory.set_title("peak memory", fontsize=10)
+    machine = results["machine"]
+    figure.suptitle(f"forgescan benchmark: {machine['cpus']} CPU {machine['gpu'] or ''}, "
+                    f"batch {results['plan']['batch_size']}, input {results['model_input_size']}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def render_table(results: dict) -> str:
+    bare = results["bare_loop"]
+    lines = [
+        f"bare loop: {bare['images_per_s']:.2f} images/s ({bare['images']} images, batch {bare['batch_size']}, "
+        f"{bare['device']}, {bare['torch_threads']} torch threads), {bare['cpu_seconds_per_image']} CPU s/image, "
+        f"peak private RSS {bare['peak_private_mib']:.0f} MiB, other processes used {bare['resources']['other_processes_cores']} cores",
+        f"  ms per image: " + ", ".join(f"{k} {v}" for k, v in bare["phase_ms_per_image"].items()),
+        f"ray start-up: {results['ray_startup_s']} s (paid once, excluded from both rates)",
+        "",
+        f"{'setting':<28}{'images':>7}{'e2e img/s':>10}{'steady img/s':>13}{'steady/bare':>12}{'CPU s/img':>10}{'CPU eff':>8}"
+        f"{'driver MiB':>11}{'workers MiB':>12}{'max worker':>11}{'others':>7}",
+    ]
+    for run in results.get("pipeline", []):
+        memory = run["memory"]
+        steady = f"{run['steady_images_per_s']:.2f}" if run["steady_images_per_s"] else "n/a"
+        ratio = f"{run['steady_ratio_to_bare']:.2f}" if run["steady_ratio_to_bare"] else "n/a"
+        lines.append(
+            f"{run['setting'][:27]:<28}{run['size']:>7}{run['images_per_s']:>10.2f}{steady:>13}{ratio:>12}"
+            f"{run['steady_cpu_seconds_per_image'] or float('nan'):>10.2f}{run['cpu_efficiency_vs_bare'] or float('nan'):>8.2f}"
+            f"{memory['driver_peak_mib']:>11.0f}{memory['ray_workers_peak_mib']:>12.0f}"
+            f"{memory['largest_worker_rss_mib']:>11.0f}{memory['other_processes_cores']:>7.2f}"
+        )
+    return "\n".join(lines)

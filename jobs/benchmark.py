@@ -1,0 +1,81 @@
+"""`forgescan benchmark`: bare-loop vs full-scan throughput and peak memory over growing archives.
+
+Generates photo-like JPEGs (640-2048 px, cached under .data/bench), serves them
+from a loopback S3 endpoint, measures a plain single-process loop over the
+models and then the full Ray Data scan for each archive size, and writes JSON
+plus a plot (default bench/results/throughput.{json,png}). A benchmark, not a
+test: it reports, it never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SIZES = (100, 400, 1600)
+QUICK_SIZES = (32, 64)
+# The best setting measured on the 2-CPU reference machine, then the ScanConfig defaults for comparison.
+DEFAULT_SETTINGS = (
+    "defaults:",
+)
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=_sizes, help=f"comma-separated archive sizes (default {','.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run in about two minutes: sizes {','.join(map(str, QUICK_SIZES))}, batch 16, "
+                             "results under .data/bench/")
+    parser.add_argument("--batch-size", type=int, help="images per model call, bare loop and scan alike (default 32)")
+    parser.add_argument("--setting", action="append", dest="settings", metavar="NAME:KNOB=V,...",
+                        help="a pipeline setting to measure, e.g. 'two-actors:num_model_actors=2,cpus_per_actor=0.75,"
+                             "decode_cpus=0.25'; repeat to compare; knobs are ScanConfig fields "
+                             f"(default: {' and '.join(DEFAULT_SETTINGS)})")
+    parser.add_argument("--warmup-images", type=int, help="size of the warm-up scan subtracted for steady state (default: one batch)")
+    parser.add_argument("--bare-images", type=int, default=256, help="images in the bare loop (default 256; it does not depend on archive size)")
+    parser.add_argument("--bare-threads", type=int, help="torch threads in the bare loop (default: torch's choice, all cores)")
+    parser.add_argument("--ray-cpus", type=int, help="logical CPUs of the local Ray instance (default: all cores)")
+    parser.add_argument("--results", type=Path, help="results path prefix (default bench/results/throughput, or .data/bench/quick with --quick)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    if str(_REPO_ROOT) not in sys.path:  # bench/ lives beside the installed packages in a source checkout
+        sys.path.insert(0, str(_REPO_ROOT))
+    from bench.throughput import BenchmarkPlan, PipelineSetting, render_table, run_benchmark
+
+    batch_size = args.batch_size or (16 if args.quick else 32)
+    try:
+        settings = [PipelineSetting.parse(text) for text in (args.settings or DEFAULT_SETTINGS)]
+    except ValueError as error:
+        print(f"forgescan benchmark: {error}", file=sys.stderr)
+        return 2
+    plan = BenchmarkPlan(
+        sizes=args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES),
+        settings=settings,
+        batch_size=batch_size,
+        warmup_images=args.warmup_images or batch_size,
+        bare_images=min(args.bare_images, 32) if args.quick else args.bare_images,
+        bare_torch_threads=args.bare_threads,
+        ray_cpus=args.ray_cpus,
+        results_prefix=args.results or (Path(".data/bench/quick") if args.quick else Path("bench/results/throughput")),
+        show_progress=not args.no_progress,
+        command="forgescan benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:] if sys.argv[1:2] == ["benchmark"])
+        if sys.argv[1:2] == ["benchmark"] else "python -m jobs.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    results = run_benchmark(plan)
+    print(render_table(results))
+    print(f"\nresults: {plan.results_prefix.with_suffix('.json')} and {plan.results_prefix.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_module
+
+    sys.exit(run_module("jobs.benchmark"))
