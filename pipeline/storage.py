@@ -101,7 +101,9 @@ def describe_storage_error(location: Location, error: BaseException, endpoint_ur
     lowered = text.lower()
     if "nosuchbucket" in lowered or ("bucket" in lowered and "not exist" in lowered):
         return f"Bucket {location.bucket!r} does not exist at {where}. Check the bucket name, region and --endpoint-url."
-    if any(k in lowered for k in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "forbidden", "403")):
+    if isinstance(error, PermissionError) or any(
+        k in lowered for k in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "forbidden", "403")
+    ):
         return (
             f"Access to {where} was refused ({type(error).__name__}). Check the credentials in the standard AWS "
             "chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, instance role) and the bucket policy."
@@ -112,8 +114,6 @@ def describe_storage_error(location: Location, error: BaseException, endpoint_ur
         return f"Cannot reach the object store for {where}. Check --endpoint-url / AWS_ENDPOINT_URL and the network."
     if isinstance(error, FileNotFoundError):
         return f"{location.uri} does not exist. Check the path."
-    if isinstance(error, PermissionError):
-        return f"Permission denied for {where}. Check the credentials and access rights."
     return f"Cannot access {where}: {text}"
 
 

@@ -18,7 +18,9 @@ ERROR_BODY = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><M
 
 
 class FaultyS3Proxy:
-    def __init__(self, upstream: str, throttle_every: int = 0, denied_keys=(), vanished_keys=()):
+    def __init__(self, upstream: str, throttle_every: int = 0, denied_keys=(), vanished_keys=(),
+                 reject_credentials: bool = False):
+        self.reject_credentials = reject_credentials
         self.upstream = urllib.parse.urlparse(upstream)
         self.throttle_every = throttle_every
         self.denied_keys = set(denied_keys)
@@ -45,6 +47,8 @@ class FaultyS3Proxy:
         key = urllib.parse.unquote(path.split("?", 1)[0]).split("/", 2)[-1]
         is_object_read = method in ("GET", "HEAD") and "list-type" not in path and "/" in path.strip("/")
         with self.lock:
+            if self.reject_credentials:
+                return 403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
             if is_object_read and key in self.denied_keys:
                 self.injected["denied"] += 1
                 return 403, "AccessDenied", "Access Denied"

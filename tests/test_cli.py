@@ -1,0 +1,65 @@
+"""The command line: user mistakes give one clear line and exit code 2, never a stack trace."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forensics.checkpoint import save_checkpoint
+from forensics.model_card import default_segmenter_card
+from forensics.models import build_model
+from jobs.cli import build_parser
+from pipeline import ScanConfig, run_scan
+from pipeline.storage import StorageError
+from tests.conftest import jpeg_bytes
+from tests.faulty_s3_proxy import FaultyS3Proxy
+
+REPO = Path(__file__).parents[1]
+
+
+def run_scan_command(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.scan", *arguments], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_every_job_is_a_subcommand():
+    parser = build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    assert {"scan", "demo"} <= set(choices)
+
+
+def test_wrong_architecture_checkpoint_is_one_line_and_exit_code_2(tmp_path):
+    card = default_segmenter_card((64, 64))
+    path = save_checkpoint(build_model(card), card, tmp_path / "seg")
+    card.replace(architecture={"arch": "Unet", "encoder_name": "resnet18", "classes": 1}).write(path.with_suffix(".json"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(jpeg_bytes())
+    result = run_scan_command(str(tmp_path / "a"), "--output", str(tmp_path / "out"), "--segmenter", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"forgescan: error: Checkpoint {path} does not match architecture" in result.stderr
+
+
+def test_unreadable_checkpoint_names_the_file(tmp_path):
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    (tmp_path / "a").mkdir()
+    result = run_scan_command(str(tmp_path / "a"), "--output", str(tmp_path / "out"), "--classifier", str(bogus))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(bogus) in result.stderr
+
+
+def test_missing_source_folder_is_reported(tmp_path):
+    result = run_scan_command(str(tmp_path / "missing"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rejected_credentials_are_one_clear_message(s3, s3_endpoint, tmp_path):
+    s3.create_bucket(Bucket="creds-check")
+    with FaultyS3Proxy(s3_endpoint, reject_credentials=True) as proxy:
+        with pytest.raises(StorageError, match="was refused.*Check the credentials in the standard AWS chain"):
+            run_scan(ScanConfig(source="s3://creds-check/x", output=str(tmp_path / "out"), endpoint_url=proxy.endpoint))
