@@ -93,6 +93,11 @@ def mixed_archive_objects() -> dict[str, bytes]:
     palette.info["transparency"] = 3
     return {
         "good/photo 1.jpg": good,
+        "good/cmyk.jpg": _encoded(Image.new("CMYK", (64, 48), (0, 200, 50, 10)), "JPEG"),
+        "good/sixteen-bit.png": png_bytes(Image.fromarray(np.full((30, 40), 50_000, np.uint16))),
+        "good/animated.gif": _animated("GIF"),
+        "good/animated.webp": _animated("WEBP"),
+        "good/exif-rotated.jpg": _exif_rotated_jpeg(),
         "good/ünïcode-ß.jpg": jpeg_bytes(70, 90, seed=2),
         "good/rgba.png": png_bytes(rgba),
         "good/palette.png": png_bytes(palette),
@@ -104,6 +109,25 @@ def mixed_archive_objects() -> dict[str, bytes]:
         "bad/random.bin": bytes(np.random.default_rng(3).integers(0, 256, 2048, dtype=np.uint8)),
         "bad/bomb.png": decompression_bomb_png(),
     }
+
+
+def _encoded(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _animated(image_format: str) -> bytes:
+    frames = [Image.new("RGB", (24, 24), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    return _encoded(frames[0], image_format, save_all=True, append_images=frames[1:], duration=50)
+
+
+def _exif_rotated_jpeg() -> bytes:
+    """Stored 100x40, displayed 40x100 (EXIF orientation 6)."""
+    image = Image.new("RGB", (100, 40), (10, 120, 200))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    return _encoded(image, "JPEG", exif=exif.tobytes())
 
 
 @pytest.fixture()

@@ -49,8 +49,12 @@ def test_mixed_archive_gives_one_row_per_object_with_useful_errors(ray_local, ti
             assert row["verdict"] in ("authentic", "ai_generated", "manipulated")
             assert row["mask_rle"] is not None and 0.0 <= row["confidence"] <= 1.0
             assert row["sha256"] and len(row["sha256"]) == 64
-    assert summary.ok == 6 and summary.errors == 5 and summary.rows_in_scan == 11
+    assert summary.ok == 11 and summary.errors == 5 and summary.rows_in_scan == 16
     assert by_name["good/tiny-1x1.png"]["width"] == 1
+    rotated = by_name["good/exif-rotated.jpg"]
+    assert (rotated["width"], rotated["height"]) == (40, 100)
+    assert decode_mask(rotated["mask_rle"]).shape == (100, 40)
+    assert by_name["good/animated.webp"]["format"] == "WEBP"
 
 
 def test_masks_decode_to_the_models_thresholded_output_at_original_size(ray_local, tiny_checkpoints, tmp_path):
@@ -81,7 +85,7 @@ def test_output_is_readable_by_duckdb_and_pyarrow_and_has_no_partial_files(ray_l
     counts = duckdb.sql(
         f"SELECT status, count(*) FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) "
         f"WHERE scan_id = '{summary.scan_id}' GROUP BY 1 ORDER BY 1").fetchall()
-    assert counts == [("error", 5), ("ok", 6)]
+    assert counts == [("error", 5), ("ok", 11)]
     assert not glob.glob(str(output / "**" / "*.partial"), recursive=True)
     manifest = (output / "_forgescan" / "scans" / f"{summary.scan_id}.json").read_text()
     assert '"state": "complete"' in manifest
