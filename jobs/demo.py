@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if summary is None:
         return 2
     print_findings(output, summary.scan_id)
+    from jobs import report
+
+    report.run(argparse.Namespace(output=str(output), scan_id=summary.scan_id, top=12, picture=None, endpoint_url=None))
     return 0
 
 
