@@ -36,7 +36,7 @@ def contact_sheet(tiles: list[tuple[np.ndarray, str]], columns: int = 4, tile_si
         y = (index // columns) * (tile_size + caption_height)
         sheet.paste(thumbnail, (x + (tile_size - thumbnail.width) // 2, y))
         for line_number, line in enumerate(caption.splitlines()[:2]):
-            draw.text((x + 4, y + tile_size + 2 + 15 * line_number), line[:42], fill=(0, 0, 0))
+            draw.text((x + 4, y + tile_size + 2 + 15 * line_number), line[:44], fill=(0, 0, 0))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()

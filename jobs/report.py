@@ -40,8 +40,8 @@ def render_findings(rows: list[dict], endpoint_url: str | None) -> bytes:
         image = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
         mask = decode_mask(row[schema.MASK_RLE])
         name = row[schema.URI].rsplit("/", 1)[-1]
-        caption = (f"{name}\n{row[schema.VERDICT]}  ai {row[schema.AI_SCORE]:.2f}  "
-                   f"manip {row[schema.MANIPULATION_SCORE]:.2f}  area {row[schema.MASK_AREA]:.2f}")
+        caption = (f"{name}\n{row[schema.VERDICT]} ai {row[schema.AI_SCORE]:.2f} "
+                   f"manip {row[schema.MANIPULATION_SCORE]:.2f} area {row[schema.MASK_AREA]:.2f}")
         tiles.append((overlay_mask(image, mask), caption))
     return contact_sheet(tiles)
 
