@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for metrics.json and the pictures")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--record-in-card", action="store_true",
+                        help="write the headline figures and this command into the (single) checkpoint's card under metrics.evaluation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +52,27 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(_headline(summary), indent=2))
+    if args.record_in_card:
+        if len(checkpoints) != 1:
+            print("forgescan evaluate: --record-in-card needs exactly one --checkpoint.", file=sys.stderr)
+            return 2
+        record_in_card(checkpoints[0], summary)
     return 0
+
+
+def record_in_card(checkpoint: str, summary: dict[str, Any]) -> None:
+    """Add the headline figures, the data fingerprint and the command to the card's metrics."""
+    import shlex
+
+    from forensics.checkpoint import read_card, update_card
+
+    card = read_card(checkpoint)
+    figures = _headline(summary)
+    figures.pop("checkpoint", None)
+    figures = figures.get("models", {}).get(checkpoint, figures) if "models" in figures else figures
+    evaluation = {"data": summary["data"], "data_fingerprint": summary["data_fingerprint"], "count": summary["count"],
+                  **figures, "command": " ".join(["forgescan evaluate"] + [shlex.quote(a) for a in sys.argv[2 if Path(sys.argv[0]).name in ("forgescan", "cli.py") else 1:]])}
+    update_card(checkpoint, card.replace(metrics={**card.metrics, "evaluation": evaluation}))
 
 
 def shipped_checkpoint(model: str) -> Path:

@@ -88,12 +88,17 @@ def run(args: argparse.Namespace) -> int:
 # --- the command line that reproduces a run ------------------------------------------------------------
 
 
-def reproduce_command() -> str:
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run, for the model card."""
     program = Path(sys.argv[0]).name
-    prefix = "forgescan" if program in ("forgescan", "cli.py", "__main__.py") and "jobs.train" not in sys.argv[0] else "python -m jobs.train"
+    if program in ("forgescan", "cli.py"):
+        return " ".join(["forgescan"] + [shlex.quote(a) for a in sys.argv[1:]])
     if program == "train.py":
-        prefix = "python -m jobs.train"
-    return " ".join([prefix] + [shlex.quote(a) for a in sys.argv[1:]])
+        return " ".join(["python -m jobs.train"] + [shlex.quote(a) for a in sys.argv[1:]])
+    # Called as a library (a notebook, a test): rebuild the command from the parsed arguments.
+    options = [f"--{name.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(str(value))}")
+               for name, value in vars(args).items() if name not in ("model", "handler") and value not in (None, False)]
+    return " ".join(["forgescan train", args.model] + options)
 
 
 def _settings(args):
@@ -204,7 +209,7 @@ def train_classifier(args) -> dict[str, Any]:
         version=_version(args, args.classifier_name),
         trained=True,
         training_data={"source": str(args.data), **fingerprint_samples(samples)},
-        reproduce=reproduce_command(),
+        reproduce=reproduce_command(args),
         notes=f"Trained by `forgescan train classifier` with {args.folds}-fold cross-validation; "
               "this file is the fold with the best validation ROC-AUC.",
     )
@@ -246,7 +251,7 @@ def train_segmenter(args) -> dict[str, Any]:
         trained=True,
         training_data={"source": str(args.data), "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
                        **fingerprint_samples(train_pairs)},
-        reproduce=reproduce_command(),
+        reproduce=reproduce_command(args),
         notes="Trained by `forgescan train segmenter` (BCE + Dice); temperature and thresholds fitted on the validation split.",
     )
     build_model(card)  # a wrong --arch / --encoder fails here, with the valid choices, not inside a worker
