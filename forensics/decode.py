@@ -39,7 +39,7 @@ class DecodedImage:
     Attributes:
         format: container format reported by the decoder (JPEG, PNG, ...).
         width, height: size after EXIF orientation, at full resolution.
-        inputs: RGB uint8 arrays of shape (h, w, 3), one per requested (h, w).
+        inputs: RGB uint8 arrays of shape (h, w, 3), one per requested input spec.
     """
 
     format: str
@@ -48,12 +48,24 @@ class DecodedImage:
     inputs: dict[tuple[int, int], np.ndarray]
 
 
+RESIZE = "resize"
+CENTER_CROP = "center_crop"
+RESIZE_MODES = (RESIZE, CENTER_CROP)
+
+
 def decode_image(
     data: bytes,
-    input_sizes: list[tuple[int, int]] | tuple[tuple[int, int], ...],
+    input_sizes: list[tuple] | tuple[tuple, ...],
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
-    """Decode bytes into the model inputs; raises ImageDecodeError for anything unusable."""
+    """Decode bytes into the model inputs; raises ImageDecodeError for anything unusable.
+
+    Args:
+        input_sizes: input specs, each `(height, width)` (the whole image resized: what the
+            segmenter needs to map its mask back) or `(height, width, "center_crop")` (a crop
+            at native resolution: keeps the pixel-level traces of generators that resizing
+            would erase). JPEGs are drafted to reduced size only when no spec crops.
+    """
     if not data:
         raise ImageDecodeError("empty", "the object has zero bytes")
     try:
@@ -86,9 +98,11 @@ def decode_image(
     else:
         width, height = stored_width, stored_height
 
-    largest_side = max(max(size) for size in input_sizes)
+    specs = list(dict.fromkeys(tuple(s) for s in input_sizes))
+    largest_side = max(max(spec[0], spec[1]) for spec in specs)
+    needs_native_pixels = any(len(spec) > 2 and spec[2] == CENTER_CROP for spec in specs)
     try:
-        if image_format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        if not needs_native_pixels and image_format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
             image.draft("RGB" if image.mode != "L" else "L", (largest_side, largest_side))
         image.seek(0)
         image.load()
@@ -105,11 +119,23 @@ def decode_image(
         raise ImageDecodeError("corrupt", f"decoding failed: {type(error).__name__}: {error}") from None
 
     inputs = {}
-    for size in dict.fromkeys(tuple(s) for s in input_sizes):
-        out_h, out_w = size
-        resized = rgb.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0)
-        inputs[size] = np.asarray(resized, dtype=np.uint8)
+    for spec in specs:
+        out_h, out_w = spec[0], spec[1]
+        if len(spec) > 2 and spec[2] == CENTER_CROP:
+            inputs[spec] = center_crop(rgb, out_h, out_w)
+        else:
+            inputs[spec] = np.asarray(rgb.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
     return DecodedImage(format=image_format, width=width, height=height, inputs=inputs)
+
+
+def center_crop(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """The central height x width pixels at native resolution (smaller images are enlarged to fit first)."""
+    scale = max(height / image.height, width / image.width)
+    if scale > 1:
+        image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BILINEAR)
+    left = (image.width - width) // 2
+    top = (image.height - height) // 2
+    return np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

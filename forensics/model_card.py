@@ -30,6 +30,8 @@ class ModelCard:
             ``{"name": "efficientnet_b0"}`` or
             ``{"arch": "Unet", "encoder_name": "efficientnet-b0", "classes": 1}``.
         input_size: model input as ``[height, width]``.
+        resize_mode: ``resize`` (whole image squashed to the input size) or ``center_crop``
+            (the central input_size pixels at native resolution, for trace detectors).
         mean, std: per-channel normalisation applied to RGB values in [0, 1].
         temperature: logit temperature fitted by calibration (1.0 = uncalibrated).
         thresholds: decision thresholds, e.g. ``{"ai_generated": 0.5}`` or
@@ -42,6 +44,7 @@ class ModelCard:
     architecture: dict[str, Any]
     version: str
     input_size: tuple[int, int] = (256, 256)
+    resize_mode: str = "resize"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     temperature: float = 1.0
@@ -55,9 +58,18 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"Wrong model kind `{self.kind}`, supported kinds: {list(MODEL_KINDS)}")
+        if self.resize_mode not in ("resize", "center_crop"):
+            raise ValueError(f"Wrong resize_mode `{self.resize_mode}`, supported: ['resize', 'center_crop']")
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @property
+    def input_spec(self) -> tuple:
+        """What decode_image should produce for this model: (h, w) or (h, w, "center_crop")."""
+        if self.resize_mode == "center_crop":
+            return (*self.input_size, "center_crop")
+        return tuple(self.input_size)
 
     def threshold(self, name: str, default: float = 0.5) -> float:
         return float(self.thresholds.get(name, default))

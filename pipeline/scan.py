@@ -135,7 +135,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     context.print_on_execution_start = False
 
     counter = ray.remote(num_cpus=0)(ListingCounter).remote()
-    input_sizes = sorted({tuple(classifier_card.input_size), tuple(segmenter_card.input_size)})
+    input_sizes = list(dict.fromkeys([classifier_card.input_spec, segmenter_card.input_spec]))
     gpus = config.gpus_per_actor
     pool = config.num_model_actors
     compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)

@@ -27,9 +27,10 @@ MASK_PROBABILITIES = "mask_probabilities"
 INFERENCE_DEVICE = schema.INFERENCE_DEVICE
 
 
-def pixels_column(size: tuple[int, int]) -> str:
-    """Name of the column holding decoded model inputs of one (height, width)."""
-    return f"pixels_{size[0]}x{size[1]}"
+def pixels_column(spec: tuple) -> str:
+    """Name of the column holding decoded model inputs of one spec: (h, w) or (h, w, "center_crop")."""
+    suffix = f"_{spec[2]}" if len(spec) > 2 else ""
+    return f"pixels_{spec[0]}x{spec[1]}{suffix}"
 
 
 def describe_read_error(error: BaseException) -> str:
@@ -53,7 +54,7 @@ def fetch_and_decode(
     """
     uris = batch[schema.URI]
     count = len(uris)
-    sizes = [s for s in dict.fromkeys(tuple(s) for s in input_sizes)]
+    sizes = list(dict.fromkeys(tuple(s) for s in input_sizes))
     out: dict[str, list] = {name: [] for name in (
         schema.URI, schema.SIZE_BYTES, schema.ETAG, schema.MTIME, schema.SHA256, schema.FORMAT,
         schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR)}
@@ -134,8 +135,8 @@ class DetectForgeries:
         weights = [ray.get(w) if isinstance(w, ray.ObjectRef) else w for w in weights]
         self.classifier = ClassifierPredictor.from_weights(weights[0], ModelCard.from_dict(classifier_card), device)
         self.segmenter = SegmenterPredictor.from_weights(weights[1], ModelCard.from_dict(segmenter_card), device)
-        self.classifier_column = pixels_column(self.classifier.card.input_size)
-        self.segmenter_column = pixels_column(self.segmenter.card.input_size)
+        self.classifier_column = pixels_column(self.classifier.card.input_spec)
+        self.segmenter_column = pixels_column(self.segmenter.card.input_spec)
         logger.info("forgescan model actor ready on %s", self.device_label)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -102,3 +102,15 @@ def test_animated_gif_uses_first_frame():
     decoded = decode_image(buffer.getvalue(), SIZES)
     pixel = decoded.inputs[SIZES[0]][10, 10]
     assert pixel[0] > 200 and pixel[2] < 50
+
+
+def test_center_crop_keeps_native_pixels_for_trace_detectors():
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    decoded = decode_image(png_bytes(Image.fromarray(image)), [(64, 64, "center_crop"), (64, 64)])
+    assert np.array_equal(decoded.inputs[(64, 64, "center_crop")], image[118:182, 168:232])
+    assert decoded.inputs[(64, 64)].shape == (64, 64, 3)
+
+
+def test_center_crop_enlarges_images_smaller_than_the_crop():
+    decoded = decode_image(png_bytes(Image.new("RGB", (20, 10), (9, 9, 9))), [(64, 64, "center_crop")])
+    assert decoded.inputs[(64, 64, "center_crop")].shape == (64, 64, 3)
