@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if summary is None:
         return 2
     print_findings(output, summary.scan_id)
+    print_scorecard(archive, output, summary.scan_id)
     from jobs import report
 
     report.run(argparse.Namespace(output=str(output), scan_id=summary.scan_id, top=12, picture=None, endpoint_url=None))
@@ -48,6 +49,36 @@ def print_findings(output: Path, scan_id: str, limit: int = 8) -> None:
     print("\nmost suspicious objects (DuckDB over the output):")
     print(duckdb.sql(query))
     print(f"query the results:  duckdb -c \"SELECT verdict, count(*) FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) GROUP BY 1\"")
+
+
+def print_scorecard(archive: Path, output: Path, scan_id: str) -> None:
+    """How the verdicts and masks compare with the sample archive's known truth."""
+    from collections import Counter
+
+    import numpy as np
+    import pyarrow.dataset as pads
+    from PIL import Image
+
+    from forensics.masks import decode_mask
+
+    rows = [r for r in pads.dataset(str(output), partitioning="hive").to_table().to_pylist() if r["scan_id"] == scan_id]
+    verdicts: dict[str, Counter] = {}
+    intersection_over_union = []
+    for row in rows:
+        relative = row["uri"].split("/images/", 1)[1]
+        kind = relative.split("/", 1)[0]
+        verdicts.setdefault(kind, Counter())[row["verdict"]] += 1
+        if kind == "spliced" and row["mask_rle"] is not None:
+            truth = np.asarray(Image.open(archive / "ground_truth" / (Path(relative).stem + ".png"))) > 127
+            predicted = decode_mask(row["mask_rle"]).astype(bool)
+            union = np.logical_or(truth, predicted).sum()
+            intersection_over_union.append(np.logical_and(truth, predicted).sum() / union if union else 1.0)
+    print("\nscorecard against the sample archive's ground truth:")
+    for kind, counts in sorted(verdicts.items()):
+        print(f"  {kind:<10} " + ", ".join(f"{verdict} {count}" for verdict, count in counts.most_common()))
+    if intersection_over_union:
+        print(f"  spliced masks: mean IoU with the true pasted region {np.mean(intersection_over_union):.2f} "
+              f"over {len(intersection_over_union)} images")
 
 
 if __name__ == "__main__":
