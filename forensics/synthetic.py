@@ -218,13 +218,19 @@ def photographs_for_split(split: str) -> tuple[tuple[str, np.ndarray], ...]:
 
 
 def write_real_fake_dataset(
-    directory: str | Path, n: int, seed: int, size: int = 128, split: str = "train", jpeg_quality=(70, 96)
+    directory: str | Path,
+    n: int,
+    seed: int,
+    size: int = 128,
+    split: str = "train",
+    jpeg_quality=(70, 96),
+    max_size: int | None = None,
 ) -> dict[str, int]:
     """A classifier dataset: `real/*.jpg` photo crops and `fake/*.jpg` generated stand-ins of other crops.
 
-    Both classes are cut from the same photographs at the same size and saved as
-    JPEG at the same random qualities, so only the generator trace separates them.
-    Returns the number of images written per class.
+    Both classes are cut from the same photographs at the same sizes (`size`, or
+    uniform in [size, max_size]) and saved as JPEG at the same random qualities,
+    so only the generator trace separates them. Returns the images written per class.
     """
     directory = Path(directory)
     rng = np.random.default_rng(seed)
@@ -235,7 +241,7 @@ def write_real_fake_dataset(
     for index in range(n):
         label = "fake" if index % 2 else "real"
         name, photo = photos[int(rng.integers(len(photos)))]
-        crop = random_crop(rng, photo, size)
+        crop = random_crop(rng, photo, size if max_size is None else int(rng.integers(size, max_size + 1)))
         if label == "fake":
             crop = generated_standin(rng, crop)
         quality = int(rng.integers(*jpeg_quality))

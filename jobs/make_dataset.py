@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=1000, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="use different seeds for training and held-out sets")
     parser.add_argument("--size", type=int, help="square image size in pixels (default: 256 forgery, 128 real-fake)")
+    parser.add_argument("--max-size", type=int, help="real-fake: draw each image's size uniformly from [--size, --max-size]")
     parser.add_argument("--split", choices=PHOTO_SPLITS, default="train", help="which source photographs to use")
     parser.add_argument("--authentic-fraction", type=float, default=0.2, help="forgery: share of untouched images (empty masks)")
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         counts = write_forgery_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                        authentic_fraction=args.authentic_fraction)
     else:
-        counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split)
+        counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,
+                                         max_size=args.max_size)
     print(json.dumps({"output": args.output, "split": args.split, "seed": args.seed, **counts}))
     return 0
 

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max-folds", type=int, help="classifier: train only the first N of the K folds (quick runs)")
     model = parser.add_argument_group("model")
     model.add_argument("--input-size", type=int, default=256, help="square model input in pixels (written to the card)")
+    model.add_argument("--resize-mode", choices=("resize", "center_crop"), default="resize",
+                       help="classifier: squash the whole image to the input size, or crop it at native resolution "
+                            "(keeps generator traces that resizing erases); the scanner follows the card")
     model.add_argument("--classifier-name", default="efficientnet_b0", help="timm model name")
     model.add_argument("--arch", default="Unet", help="segmenter architecture (smp)")
     model.add_argument("--encoder", default="efficientnet-b0", help="segmenter encoder (smp)")
@@ -206,6 +209,7 @@ def train_classifier(args) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     card = default_classifier_card((args.input_size, args.input_size)).replace(
         architecture={"name": args.classifier_name},
+        resize_mode=args.resize_mode,
         version=_version(args, args.classifier_name),
         trained=True,
         training_data={"source": str(args.data), **fingerprint_samples(samples)},

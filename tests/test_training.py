@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from forensics.checkpoint import load_checkpoint, read_card
-from forensics.model_card import default_classifier_card, default_segmenter_card
+from forensics.model_card import default_classifier_card
 from forensics.synthetic import write_forgery_dataset, write_real_fake_dataset
 from forensics.training import (
     FAKE,
@@ -232,3 +232,19 @@ def test_train_job_reports_a_bad_dataset_without_a_traceback(tmp_path, capsys):
     args = _train_args(model="classifier", data=tmp_path / "empty", output=tmp_path / "out")
     assert train.run(args) == 2
     assert "real/" in capsys.readouterr().err
+
+
+def test_center_crop_cards_train_on_native_pixels_and_validate_on_the_scanner_crop():
+    from forensics.decode import center_crop
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8))
+    original = np.asarray(image)
+    pixels, _ = augment(rng, image, (32, 32), AugmentConfig.none(), resize_mode="center_crop")
+    # a random 32x32 window of the original, pixel for pixel (no resampling)
+    windows = [original[t : t + 32, l : l + 32] for t in range(49) for l in range(69)]
+    assert any(np.array_equal(pixels, window) for window in windows)
+    validation, _ = augment(rng, image, (32, 32), AugmentConfig.none(), resize_mode="center_crop", random_crop=False)
+    assert np.array_equal(validation, center_crop(image, 32, 32))
+    with pytest.raises(ValueError, match="segmenter"):
+        augment(rng, image, (32, 32), AugmentConfig.none(), mask=np.zeros((80, 100), bool), resize_mode="center_crop")

@@ -3,7 +3,8 @@
 Random JPEG re-compression, blur and resize run on real and fake images alike
 (so a model cannot learn the container instead of the content); geometric
 steps move a segmentation mask with its image. The last step resizes to the
-model input exactly as the scanner does (bilinear, PIL reducing gap 2).
+model input exactly as the scanner does: bilinear resize (PIL reducing gap 2),
+or, for a card with `resize_mode: center_crop`, a native-resolution crop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from forensics.decode import CENTER_CROP, center_crop
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,17 @@ def resize_like_scanner(image: Image.Image, input_size: tuple[int, int]) -> Imag
     return image.resize((width, height), Image.BILINEAR, reducing_gap=2.0)
 
 
+def random_crop_native(rng: np.random.Generator, image: Image.Image, input_size: tuple[int, int]) -> np.ndarray:
+    """A random input_size crop at native resolution (the training twin of decode's center crop)."""
+    height, width = input_size
+    scale = max(height / image.height, width / image.width)
+    if scale > 1:
+        image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BILINEAR)
+    left = int(rng.integers(0, image.width - width + 1))
+    top = int(rng.integers(0, image.height - height + 1))
+    return np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
+
+
 def jpeg_recompress(image: Image.Image, quality: int) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=int(quality))
@@ -52,8 +66,17 @@ def augment(
     input_size: tuple[int, int],
     config: AugmentConfig,
     mask: np.ndarray | None = None,
+    resize_mode: str = "resize",
+    random_crop: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Augment one RGB image (and its boolean mask) and return uint8 (H, W, 3) [+ bool (H, W)] at `input_size`."""
+    """Augment one RGB image (and its boolean mask) and return uint8 (H, W, 3) [+ bool (H, W)] at `input_size`.
+
+    `resize_mode` is the card's: ``resize`` squashes the whole image as the
+    scanner does; ``center_crop`` keeps native pixels, cropping at random
+    (`random_crop`, training) or in the centre (validation, as the scanner does).
+    """
+    if resize_mode == CENTER_CROP and mask is not None:
+        raise ValueError("resize_mode `center_crop` is for classifiers; a segmenter's mask must cover the whole image.")
     mask_image = None if mask is None else Image.fromarray(mask.astype(np.uint8) * 255)
     if rng.random() < config.flip_probability:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -66,7 +89,10 @@ def augment(
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(*config.blur_radius))))
     if rng.random() < config.jpeg_probability:
         image = jpeg_recompress(image, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
-    pixels = np.asarray(resize_like_scanner(image, input_size), dtype=np.uint8)
+    if resize_mode == CENTER_CROP:
+        pixels = random_crop_native(rng, image, input_size) if random_crop else center_crop(image, *input_size)
+    else:
+        pixels = np.asarray(resize_like_scanner(image, input_size), dtype=np.uint8)
     if mask_image is None:
         return pixels, None
     height, width = input_size

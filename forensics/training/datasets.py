@@ -142,7 +142,7 @@ def find_image_mask_pairs(images: str | Path, masks: str | Path | None = None) -
     `images` may also be a dataset root holding `images/` and `masks/` folders
     (the layout `forgescan make-dataset forgery` writes). Mask stems may carry a
     `_gt` or `_mask` suffix (CASIA style). Images without a mask are skipped
-    with a warning unless the mask folder is empty of them all.
+    with a warning; when no image has a mask, that is an error.
     """
     images, masks = str(images), None if masks is None else str(masks)
     filesystem, image_root = _filesystem(images)

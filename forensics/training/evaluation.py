@@ -26,15 +26,16 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
-def _decode(data: bytes, name: str, input_size) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode(data: bytes, name: str, card) -> tuple[np.ndarray, tuple[int, int]]:
+    """The model input for `card` (its input_spec: resized or center-cropped) and the original (height, width)."""
     from forensics.decode import ImageDecodeError
     from forensics.training.datasets import DatasetError
 
     try:
-        decoded = decode_image(data, [tuple(input_size)])
+        decoded = decode_image(data, [card.input_spec])
     except ImageDecodeError as error:
         raise DatasetError(f"Cannot decode image {name}: {error}. Remove or replace the file.") from None
-    return decoded.inputs[tuple(input_size)], (decoded.height, decoded.width)
+    return decoded.inputs[card.input_spec], (decoded.height, decoded.width)
 
 
 def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +44,7 @@ def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage], b
 
     logits, labels = [], []
     for batch in tqdm(list(_batches(samples, batch_size)), desc=f"classifier {predictor.version}", mininterval=2.0):
-        pixels = np.stack([_decode(read_sample_bytes(s), s.uri, predictor.card.input_size)[0] for s in batch])
+        pixels = np.stack([_decode(read_sample_bytes(s), s.uri, predictor.card)[0] for s in batch])
         logits.append(predictor.logits(pixels).reshape(len(batch), -1)[:, 0].cpu().numpy())
         labels += [s.label for s in batch]
     return np.concatenate(logits).astype(np.float64), np.array(labels, dtype=int)
@@ -79,7 +80,7 @@ def segmenter_outputs(
         decoded, truths = [], []
         for pair in batch:
             with fsspec.open(pair.image_uri, "rb") as handle:
-                pixels, (height, width) = _decode(handle.read(), pair.image_uri, card.input_size)
+                pixels, (height, width) = _decode(handle.read(), pair.image_uri, card)
             decoded.append(pixels)
             truths.append(load_mask(pair.mask_uri, (width, height)) if pair.mask_uri else np.zeros((height, width), bool))
         logits = predictor.logits(np.stack(decoded))[:, 0].cpu().numpy()

@@ -89,11 +89,13 @@ class TrainResult:
 
 
 class _EpochSeeded(Dataset):
-    def __init__(self, samples, input_size, augment_config: AugmentConfig, seed: int):
+    def __init__(self, samples, card: ModelCard, augment_config: AugmentConfig, seed: int, training: bool):
         self.samples = list(samples)
-        self.input_size = tuple(input_size)
+        self.input_size = tuple(card.input_size)
+        self.resize_mode = card.resize_mode
         self.augment_config = augment_config
         self.seed = seed
+        self.training = training
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -109,7 +111,8 @@ class ClassifierImages(_EpochSeeded):
     def __getitem__(self, index: int):
         sample: LabelledImage = self.samples[index]
         image = open_rgb(read_sample_bytes(sample), sample.uri if sample.row is None else f"{sample.uri}#row={sample.row}")
-        pixels, _ = augment(self.rng(index), image, self.input_size, self.augment_config)
+        pixels, _ = augment(self.rng(index), image, self.input_size, self.augment_config,
+                            resize_mode=self.resize_mode, random_crop=self.training)
         return torch.from_numpy(pixels.copy()), torch.tensor(float(sample.label))
 
 
@@ -204,8 +207,9 @@ def train_model(
     torch.manual_seed(settings.seed)
     is_classifier = card.kind == CLASSIFIER
     dataset_type = ClassifierImages if is_classifier else SegmentationPairs
-    train_data = dataset_type(train_samples, card.input_size, settings.augment, settings.seed)
-    valid_data = dataset_type(valid_samples[context.rank :: context.world_size], card.input_size, AugmentConfig.none(), settings.seed)
+    train_data = dataset_type(train_samples, card, settings.augment, settings.seed, training=True)
+    valid_data = dataset_type(valid_samples[context.rank :: context.world_size], card, AugmentConfig.none(), settings.seed,
+                              training=False)
     sampler = None
     if context.world_size > 1:
         from torch.utils.data.distributed import DistributedSampler
