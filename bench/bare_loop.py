@@ -37,7 +37,8 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
     target = pick_device(device)
     classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint(CLASSIFIER), target)
     segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint(SEGMENTER), target)
-    sizes = sorted({tuple(classifier.card.input_size), tuple(segmenter.card.input_size)})
+    classifier_spec, segmenter_spec = _input_spec(classifier.card), _input_spec(segmenter.card)
+    sizes = list(dict.fromkeys([classifier_spec, segmenter_spec]))  # what the scan asks decode_image for
     warmup = np.zeros((min(batch_size, len(paths)), *segmenter.card.input_size, 3), dtype=np.uint8)
     classifier.predict(warmup)
     segmenter.predict(warmup)
@@ -65,8 +66,8 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
             lap("read_and_hash")
             decoded.append(decode_image(data, sizes))
             lap("decode")
-        classifier_pixels = np.stack([d.inputs[tuple(classifier.card.input_size)] for d in decoded])
-        segmenter_pixels = np.stack([d.inputs[tuple(segmenter.card.input_size)] for d in decoded])
+        classifier_pixels = np.stack([d.inputs[classifier_spec] for d in decoded])
+        segmenter_pixels = np.stack([d.inputs[segmenter_spec] for d in decoded])
         ai_scores = classifier.predict(classifier_pixels)
         lap("classifier")
         probabilities = segmenter.predict(segmenter_pixels).astype(np.float16)  # what the actor hands on
@@ -83,6 +84,8 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         "images": len(paths),
         "batch_size": batch_size,
         "device": str(target),
+        "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version,
+                   "input_specs": [list(spec) for spec in sizes]},
         "torch_threads": torch.get_num_threads(),
         "model_ready_s": round(model_ready_s, 2),
         "loop_s": round(seconds, 2),
@@ -93,6 +96,11 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         "verdicts": verdicts,
         "pid": os.getpid(),
     }
+
+
+def _input_spec(card) -> tuple:
+    """(h, w) or (h, w, "center_crop"), as the scan derives it from the card."""
+    return tuple(getattr(card, "input_spec", tuple(card.input_size)))
 
 
 def _child(connection, paths, batch_size, torch_threads, device) -> None:

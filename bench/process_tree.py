@@ -58,6 +58,7 @@ class ResourceWindow:
     peak_pss_mib: dict = field(default_factory=lambda: {group: 0.0 for group in GROUPS})
     largest_worker_rss_mib: float = 0.0
     workers_at_peak: int = 0
+    worker_titles_at_peak: dict = field(default_factory=dict)  # process title -> [count, private MiB] at the peak
     cpu_seconds: dict = field(default_factory=lambda: {group: 0.0 for group in GROUPS})
     machine_busy_start: float = field(default_factory=lambda: _machine_busy_seconds())
     samples: int = 0
@@ -71,6 +72,8 @@ class ResourceWindow:
             "peak_pss_mib_sampled": {group: round(value, 1) for group, value in self.peak_pss_mib.items()},
             "largest_worker_rss_mib": round(self.largest_worker_rss_mib, 1),
             "workers_at_peak": self.workers_at_peak,
+            "worker_titles_at_peak": {title: [count, round(mib, 1)] for title, (count, mib) in
+                                      sorted(self.worker_titles_at_peak.items(), key=lambda item: -item[1][1])},
             "cpu_seconds": {group: round(value, 1) for group, value in self.cpu_seconds.items()},
             "other_processes_cores": round(others / wall, 2),
             "samples": self.samples,
@@ -123,6 +126,7 @@ class ProcessTreeSampler:
         pss = {group: 0.0 for group in GROUPS}
         cpu = {group: 0.0 for group in GROUPS}
         largest_worker, workers = 0.0, 0
+        titles: dict[str, list] = {}
         processes = [self.driver]
         try:
             processes += self.driver.children(recursive=True)
@@ -150,6 +154,13 @@ class ProcessTreeSampler:
             if group == "ray_workers":
                 workers += 1
                 largest_worker = max(largest_worker, info.rss / 2**20)
+                try:
+                    title = process.cmdline()[0][:60]
+                except (psutil.Error, IndexError):
+                    title = "?"
+                entry = titles.setdefault(title, [0, 0.0])
+                entry[0] += 1
+                entry[1] += (info.rss - getattr(info, "shared", 0)) / 2**20
         with self._lock:
             window = self._window
             for group in GROUPS:
@@ -158,6 +169,7 @@ class ProcessTreeSampler:
                 window.peak_pss_mib[group] = max(window.peak_pss_mib[group], pss[group])
             if memory["ray_workers"] >= window.peak_mib["ray_workers"]:
                 window.workers_at_peak = workers
+                window.worker_titles_at_peak = titles
             window.largest_worker_rss_mib = max(window.largest_worker_rss_mib, largest_worker)
             window.samples += 1
 

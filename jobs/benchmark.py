@@ -10,15 +10,19 @@ test: it reports, it never asserts.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SIZES = (100, 400, 1600)
+DEFAULT_SIZES = (256, 1024, 4096)
 QUICK_SIZES = (32, 64)
-# The best setting measured on the 2-CPU reference machine, then the ScanConfig defaults for comparison.
+# The best settings measured on the 2-CPU reference machine, then the ScanConfig defaults for comparison
+# (docs/performance.md explains each knob).
 DEFAULT_SETTINGS = (
+    "tuned:num_model_actors=2,cpus_per_actor=0.5,decode_cpus=0.25,decode_batch_size=8,read_op_min_num_blocks=16",
+    "defaults+16blocks:read_op_min_num_blocks=16",
     "defaults:",
 )
 
@@ -38,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "decode_cpus=0.25'; repeat to compare; knobs are ScanConfig fields "
                              f"(default: {' and '.join(DEFAULT_SETTINGS)})")
     parser.add_argument("--warmup-images", type=int, help="size of the warm-up scan subtracted for steady state (default: one batch)")
-    parser.add_argument("--bare-images", type=int, default=256, help="images in the bare loop (default 256; it does not depend on archive size)")
-    parser.add_argument("--bare-threads", type=int, help="torch threads in the bare loop (default: torch's choice, all cores)")
+    parser.add_argument("--bare-images", type=int, default=96, help="images in the bare loop (default 96; it does not depend on archive size)")
+    parser.add_argument("--bare-threads", type=_sizes, default=None,
+                        help="torch thread counts to try in the bare loop, e.g. 1,2; the fastest is the reference "
+                             "(default: 1 and all cores)")
     parser.add_argument("--ray-cpus", type=int, help="logical CPUs of the local Ray instance (default: all cores)")
     parser.add_argument("--results", type=Path, help="results path prefix (default bench/results/throughput, or .data/bench/quick with --quick)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=batch_size,
         warmup_images=args.warmup_images or batch_size,
         bare_images=min(args.bare_images, 32) if args.quick else args.bare_images,
-        bare_torch_threads=args.bare_threads,
+        bare_torch_threads=tuple(args.bare_threads or sorted({1, os.cpu_count() or 1})),
         ray_cpus=args.ray_cpus,
         results_prefix=args.results or (Path(".data/bench/quick") if args.quick else Path("bench/results/throughput")),
         show_progress=not args.no_progress,
