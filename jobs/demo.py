@@ -48,7 +48,8 @@ def print_findings(output: Path, scan_id: str, limit: int = 8) -> None:
         WHERE scan_id = '{scan_id}' ORDER BY manipulation_score DESC NULLS LAST LIMIT {limit}"""
     print("\nmost suspicious objects (DuckDB over the output):")
     print(duckdb.sql(query))
-    print(f"query the results:  duckdb -c \"SELECT verdict, count(*) FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) GROUP BY 1\"")
+    print("query the results yourself:\n  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"SELECT verdict, count(*) "
+          f"FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) GROUP BY 1\\\"))\"")
 
 
 def print_scorecard(archive: Path, output: Path, scan_id: str) -> None:
