@@ -72,6 +72,15 @@ class BenchmarkPlan:
     command: str = ""
 
 
+def scan_input_specs() -> list:
+    """The decode specs a scan would use: from the bundled checkpoints' cards, else the default cards."""
+    from forensics.model_card import CLASSIFIER, SEGMENTER
+    from pipeline.scan import load_model_payload
+
+    cards = [load_model_payload(None, kind)[1] for kind in (CLASSIFIER, SEGMENTER)]
+    return [list(spec) for spec in dict.fromkeys(tuple(getattr(c, "input_spec", c.input_size)) for c in cards)]
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -158,7 +167,6 @@ def start_ray(num_cpus: int | None, worker_soft_limit: int | None = None) -> flo
 
 
 def run_benchmark(plan: BenchmarkPlan) -> dict:
-    from forensics.model_card import default_segmenter_card
     from pipeline.local_s3 import FAKE_CREDENTIALS, loopback_s3
 
     os.environ.update(FAKE_CREDENTIALS)
@@ -172,7 +180,7 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_facts(),
         "cpu_pressure_at_start": cpu_pressure(),
-        "model_input_size": list(default_segmenter_card().input_size),
+        "model_input_specs": scan_input_specs(),
         "images": describe_images(paths[: max(sizes)]),
         "plan": {"sizes": sizes, "batch_size": plan.batch_size, "warmup_images": plan.warmup_images,
                  "bare_images": min(plan.bare_images, max(sizes)), "ray_cpus": plan.ray_cpus or os.cpu_count()},
@@ -288,6 +296,10 @@ def plot_results(results: dict, path: Path) -> None:
         mine = [run for run in runs if run["setting"] == setting]
         line, = speed.plot([r["size"] for r in mine], [r["steady_images_per_s"] or float("nan") for r in mine],
                            marker="o", label=f"{setting} (steady)")
+        for r in mine:  # how many cores other processes took meanwhile: the machine was shared
+            if r["steady_images_per_s"]:
+                speed.annotate(f"{r['memory']['other_processes_cores']:.1f}", (r["size"], r["steady_images_per_s"]),
+                               textcoords="offset points", xytext=(4, 4), fontsize=6, color=line.get_color())
         speed.plot([r["size"] for r in mine], [r["images_per_s"] for r in mine], marker=".", linestyle=":",
                    color=line.get_color(), label=f"{setting} (end-to-end)")
         memory.plot([r["size"] for r in mine], [workers_of_this_scan_mib(r["memory"]) for r in mine], marker="o",
@@ -300,7 +312,7 @@ def plot_results(results: dict, path: Path) -> None:
         axis.minorticks_off()
         axis.set_xlabel("archive size (images)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=6, loc="lower right")
     speed.set_ylabel("images / s")
     speed.set_ylim(bottom=0)
     speed.set_title("throughput", fontsize=10)
@@ -308,8 +320,10 @@ def plot_results(results: dict, path: Path) -> None:
     memory.set_ylim(bottom=0)
     memory.set_title("peak memory", fontsize=10)
     machine = results["machine"]
-    figure.suptitle(f"forgescan benchmark: {machine['cpus']} CPU {machine['gpu'] or ''}, "
-                    f"batch {results['plan']['batch_size']}, input {results['model_input_size']}", fontsize=10)
+    specs = results.get("model_input_specs") or results["bare_loop"].get("models", {}).get("input_specs", "?")
+    figure.suptitle(f"forgescan benchmark: {machine['cpus']} CPU{', ' + machine['gpu'] if machine['gpu'] else ''}, "
+                    f"batch {results['plan']['batch_size']}, model inputs {specs}; "
+                    f"small numbers: cores used by other processes", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -329,7 +343,7 @@ def render_table(results: dict) -> str:
         f"  ms per image: " + ", ".join(f"{k} {v}" for k, v in bare["phase_ms_per_image"].items()),
         f"ray start-up: {results['ray_startup_s']} s (paid once, excluded from both rates)",
         "",
-        f"{'setting':<28}{'images':>7}{'e2e img/s':>10}{'steady img/s':>13}{'steady/bare':>12}{'CPU s/img':>10}{'CPU eff':>8}"
+        f"{'setting':<28}{'images':>7}{'e2e img/s':>10}{'steady img/s':>13}{'steady/bare':>12}{'marginal':>9}{'CPU s/img':>10}{'CPU eff':>8}"
         f"{'driver MiB':>11}{'workers MiB':>12}{'this scan':>10}{'max worker':>11}{'others':>7}",
     ]
     for run in results.get("pipeline", []):
@@ -338,6 +352,7 @@ def render_table(results: dict) -> str:
         ratio = f"{run['steady_ratio_to_bare']:.2f}" if run["steady_ratio_to_bare"] else "n/a"
         lines.append(
             f"{run['setting'][:27]:<28}{run['size']:>7}{run['images_per_s']:>10.2f}{steady:>13}{ratio:>12}"
+            f"{run.get('marginal_images_per_s') or float('nan'):>9.2f}"
             f"{run['steady_cpu_seconds_per_image'] or float('nan'):>10.2f}{run['cpu_efficiency_vs_bare'] or float('nan'):>8.2f}"
             f"{memory['driver_peak_mib']:>11.0f}{memory['ray_workers_peak_mib']:>12.0f}{workers_of_this_scan_mib(memory):>10.0f}"
             f"{memory['largest_worker_rss_mib']:>11.0f}{memory['other_processes_cores']:>7.2f}"

@@ -34,8 +34,8 @@ def _sizes(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_sizes, help=f"comma-separated archive sizes (default {','.join(map(str, DEFAULT_SIZES))})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a smoke run in about two minutes: sizes {','.join(map(str, QUICK_SIZES))}, batch 16, "
-                             "results under .data/bench/")
+                        help=f"a smoke run in a few minutes: sizes {','.join(map(str, QUICK_SIZES))}, batch 16, one "
+                             "setting, results under .data/bench/")
     parser.add_argument("--batch-size", type=int, help="images per model call, bare loop and scan alike (default 32)")
     parser.add_argument("--setting", action="append", dest="settings", metavar="NAME:KNOB=V,...",
                         help="a pipeline setting to measure, e.g. 'two-actors:num_model_actors=2,cpus_per_actor=0.75,"
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     batch_size = args.batch_size or (16 if args.quick else 32)
     try:
-        settings = [PipelineSetting.parse(text) for text in (args.settings or DEFAULT_SETTINGS)]
+        chosen = args.settings or (["defaults+16blocks:read_op_min_num_blocks=16"] if args.quick else DEFAULT_SETTINGS)
+        settings = [PipelineSetting.parse(text) for text in chosen]
     except ValueError as error:
         print(f"forgescan benchmark: {error}", file=sys.stderr)
         return 2
