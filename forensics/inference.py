@@ -8,6 +8,7 @@ channels-last under autocast when a GPU is present.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +27,61 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def to_model_input(pixels: np.ndarray, card: ModelCard, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) channels-last on `device`."""
+def to_model_input(
+    pixels: np.ndarray, card: ModelCard, device: torch.device, staging: "PinnedStaging | None" = None
+) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) channels-last on `device`.
+
+    The uint8 batch travels to the device (4x fewer bytes than float; through a
+    reusable pinned buffer on CUDA when `staging` is given), and is converted
+    there in one allocation: an NHWC array viewed as NCHW already has the
+    channels-last layout, so no transpose copy is made.
+    """
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    if not pixels.flags.writeable:  # zero-copy views from Ray's object store are read-only
-        pixels = pixels.copy()
-    batch = torch.from_numpy(pixels)
-    if device.type == "cuda":
-        batch = batch.pin_memory().to(device, non_blocking=True)
-    batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(card.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(card.std, device=device).view(1, 3, 1, 1)
-    return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+    if device.type == "cuda" and staging is not None:
+        batch = staging.copy_in(pixels).to(device, non_blocking=True)
+        staging.record_use()
+    else:
+        if not pixels.flags.writeable:  # zero-copy views from Ray's object store are read-only
+            pixels = pixels.copy()
+        batch = torch.from_numpy(pixels)
+        if device.type == "cuda":
+            batch = batch.pin_memory().to(device, non_blocking=True)
+    scale, shift = _normalisation(tuple(card.mean), tuple(card.std), device)
+    batch = batch.permute(0, 3, 1, 2).to(torch.float32).mul_(scale).add_(shift)
+    return batch.contiguous(memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / 255 - mean) / std as x * scale + shift, built once per device (no host-to-device copy per batch)."""
+    std_array = np.asarray(std, dtype=np.float64)
+    scale = torch.tensor(1.0 / (255.0 * std_array), dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    shift = torch.tensor(-np.asarray(mean, dtype=np.float64) / std_array, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return scale, shift
+
+
+class PinnedStaging:
+    """A page-locked host buffer reused across batches, so each host-to-GPU copy is asynchronous and needs no
+    fresh `cudaHostAlloc`; an event guards the buffer until the previous copy has finished."""
+
+    def __init__(self):
+        self._buffer: torch.Tensor | None = None
+        self._copied = None
+
+    def copy_in(self, pixels: np.ndarray) -> torch.Tensor:
+        """The pixels copied into the pinned buffer (read-only object-store views need no extra copy)."""
+        if self._copied is not None:
+            self._copied.synchronize()
+        if self._buffer is None or self._buffer.numel() < pixels.size:
+            self._buffer = torch.empty(pixels.size, dtype=torch.uint8, pin_memory=True)
+        host = self._buffer[: pixels.size].view(pixels.shape)
+        np.copyto(host.numpy(), pixels)
+        return host
+
+    def record_use(self) -> None:
+        self._copied = torch.cuda.Event()
+        self._copied.record()
 
 
 def _autocast(device: torch.device):
@@ -54,6 +98,7 @@ class ModelPredictor:
         self.device = device or pick_device()
         self.card = card
         self.model = prepare_for_inference(model, self.device)
+        self._staging = PinnedStaging() if self.device.type == "cuda" else None
 
     @classmethod
     def from_weights(cls, data: bytes | None, card: ModelCard, device: torch.device | None = None):
@@ -70,7 +115,7 @@ class ModelPredictor:
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray) -> torch.Tensor:
         with _autocast(self.device):
-            output = self.model(to_model_input(pixels, self.card, self.device))
+            output = self.model(to_model_input(pixels, self.card, self.device, self._staging))
         return output.float()
 
 
