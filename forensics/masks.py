@@ -66,7 +66,11 @@ def decode_mask(rle: MaskRLE | dict) -> np.ndarray:
 
 
 def summarise_mask(probabilities: np.ndarray, height: int, width: int, threshold: float) -> MaskSummary:
-    binary = mask_at_original_size(probabilities, height, width, threshold)
+    if float(np.max(probabilities)) < threshold:
+        # Bilinear interpolation never exceeds its inputs' maximum: the mask is empty, skip the upsample.
+        binary = np.zeros((height, width), dtype=bool)
+    else:
+        binary = mask_at_original_size(probabilities, height, width, threshold)
     rle = encode_mask(binary)
     area = float(binary.sum()) / float(height * width)
     x, y, w, h = coco_mask.toBbox(rle.to_coco()).tolist()

@@ -141,8 +141,13 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
                else ray.data.ActorPoolStrategy(size=pool))
 
-    dataset = ray.data.read_datasource(ArchiveListing(config.source, endpoint_url, config.storage_options,
-                                                      extensions=config.extensions))
+    # One listing task (a quarter CPU, so it never waits behind the model actors) whose
+    # blocks are not re-split: 200 tiny blocks cost more in Ray overhead than the models (docs/performance.md).
+    dataset = ray.data.read_datasource(
+        ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
+                       block_rows=max(32, 4 * config.decode_batch_size)),
+        override_num_blocks=1, num_cpus=0.25,
+    )
     dataset = dataset.map_batches(
         skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
         fn_kwargs={"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
@@ -179,13 +184,15 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     try:
         dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json,
                                                     rows_per_file=config.rows_per_file))
+        listing = ray.get(counter.get.remote())
     except Exception as error:
         raise ScanError(
             f"Scan {plan.scan_id} stopped: {_root_cause(error)}. Committed results are kept; run the same "
             "command again to resume."
         ) from error
+    finally:
+        ray.kill(counter)
 
-    listing = ray.get(counter.get.remote())
     counts = state.count_rows(plan.scan_id)
     manifest.state = COMPLETE
     manifest.finished_at = utc_now()

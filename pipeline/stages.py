@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
-from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
 from forensics.masks import manipulation_score, summarise_mask
 from forensics.verdict import ERROR, decide_verdict
 from pipeline import schema
@@ -125,6 +124,7 @@ class DetectForgeries:
         import ray
         import torch
 
+        from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device  # torch: actors only
         from forensics.model_card import ModelCard
 
         device = pick_device()
