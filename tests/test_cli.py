@@ -63,3 +63,14 @@ def test_rejected_credentials_are_one_clear_message(s3, s3_endpoint, tmp_path):
     with FaultyS3Proxy(s3_endpoint, reject_credentials=True) as proxy:
         with pytest.raises(StorageError, match="was refused.*Check the credentials in the standard AWS chain"):
             run_scan(ScanConfig(source="s3://creds-check/x", output=str(tmp_path / "out"), endpoint_url=proxy.endpoint))
+
+
+def test_standard_endpoint_variable_is_honoured(s3, s3_endpoint, monkeypatch):
+    from pipeline.storage import check_source, iter_listing
+
+    s3.create_bucket(Bucket="endpoint-from-env")
+    s3.put_object(Bucket="endpoint-from-env", Key="p/a.jpg", Body=b"x")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    assert check_source("s3://endpoint-from-env/p", None).location.bucket == "endpoint-from-env"
+    pages = list(iter_listing("s3://endpoint-from-env/p"))
+    assert [entry["uri"] for entry in pages[0]] == ["s3://endpoint-from-env/p/a.jpg"]
