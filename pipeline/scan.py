@@ -141,13 +141,16 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
                else ray.data.ActorPoolStrategy(size=pool))
 
-    # One listing task (a quarter CPU, so it never waits behind the model actors) whose
-    # blocks are not re-split: 200 tiny blocks cost more in Ray overhead than the models (docs/performance.md).
+    # One listing task (a quarter CPU, so it never waits behind the model actors). Ray coalesces
+    # its output into large blocks; a streaming repartition cuts them into blocks of
+    # `listing_block_rows` objects: big enough that Ray's per-block cost is negligible, small
+    # enough that work spreads over the cluster and results commit as the scan goes.
+    listing_block_rows = max(32, 4 * config.decode_batch_size)
     dataset = ray.data.read_datasource(
         ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
-                       block_rows=max(32, 4 * config.decode_batch_size)),
+                       block_rows=listing_block_rows),
         override_num_blocks=1, num_cpus=0.25,
-    )
+    ).repartition(target_num_rows_per_block=listing_block_rows)
     dataset = dataset.map_batches(
         skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
         fn_kwargs={"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
@@ -182,8 +185,11 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         },
     )
     try:
+        # A quarter CPU per write task: with a full CPU the writes wait behind the decode and
+        # model stages, and results would only be committed at the very end of a scan.
         dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json,
-                                                    rows_per_file=config.rows_per_file))
+                                                    rows_per_file=config.rows_per_file),
+                               ray_remote_args={"num_cpus": 0.25})
         listing = ray.get(counter.get.remote())
     except Exception as error:
         raise ScanError(

@@ -37,9 +37,9 @@ def committed_files(output: Path) -> list[Path]:
 def test_sigkilled_scan_resumes_with_exactly_one_row_per_object(tiny_checkpoints, tmp_path):
     archive = tmp_path / "archive"
     archive.mkdir()
-    count = 48
+    count = 320  # several 32-object listing blocks, so files commit while later blocks are in flight
     for index in range(count):
-        (archive / f"{index:03d}.jpg").write_bytes(jpeg_bytes(160, 120, seed=index))
+        (archive / f"{index:03d}.jpg").write_bytes(jpeg_bytes(160, 120, seed=index % 16))
     output = tmp_path / "out"
     command = [sys.executable, "-m", "jobs.scan", str(archive), "--output", str(output), "--batch-size", "4",
                "--rows-per-file", "4", "--no-progress", "--classifier", tiny_checkpoints["classifier"],
@@ -48,7 +48,7 @@ def test_sigkilled_scan_resumes_with_exactly_one_row_per_object(tiny_checkpoints
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 300
-    while len(committed_files(output)) < 2 and time.monotonic() < deadline and first.poll() is None:
+    while len(committed_files(output)) < 1 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
     assert first.poll() is None, "the scan finished before it could be interrupted; make the archive larger"
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
