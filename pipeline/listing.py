@@ -1,7 +1,7 @@
 """A Ray Data source that streams the archive listing, page by page, from a worker.
 
 The driver never holds the listing: one read task pages through the store and
-yields a block per page, and Ray streams those blocks into the fetch stage.
+yields small blocks of objects, which Ray streams into the fetch stage.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from pipeline.schema import LISTING_SCHEMA
 from pipeline.storage import iter_listing
-
-LISTING_SCHEMA = pa.schema(
-    [("uri", pa.string()), ("size_bytes", pa.int64()), ("etag", pa.string()), ("mtime", pa.string())]
-)
 
 
 class ArchiveListing(Datasource):

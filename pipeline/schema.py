@@ -61,5 +61,5 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
-# Columns carried from the listing into every row, also for objects that failed.
-LISTING_COLUMNS = (URI, SIZE_BYTES, ETAG, MTIME)
+# What the listing yields per object: the identity carried into every row, also for objects that failed.
+LISTING_SCHEMA = pa.schema([OUTPUT_SCHEMA.field(name) for name in (URI, SIZE_BYTES, ETAG, MTIME)])
