@@ -26,7 +26,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
 
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
-    from forensics.masks import manipulation_score, summarise_mask
+    from forensics.masks import summarise_mask
     from forensics.verdict import decide_verdict
     from forensics.checkpoint import bundled_checkpoint
     from forensics.model_card import CLASSIFIER, SEGMENTER
@@ -49,6 +49,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
     manipulated_threshold = segmenter.card.threshold("manipulated")
     phases = {"read_and_hash": 0.0, "decode": 0.0, "classifier": 0.0, "segmenter": 0.0, "masks_and_verdicts": 0.0}
     verdicts: dict[str, int] = {}
+    tiles = 0
     clock = time.perf_counter()
     loop_started, loop_cpu_started = clock, time.process_time()
 
@@ -66,16 +67,20 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
             lap("read_and_hash")
             decoded.append(decode_image(data, sizes))
             lap("decode")
-        classifier_pixels = np.stack([d.inputs[classifier_spec] for d in decoded])
-        segmenter_pixels = np.stack([d.inputs[segmenter_spec] for d in decoded])
-        ai_scores = classifier.predict(classifier_pixels)
+        classifier_views = np.stack([classifier.view(d.inputs[classifier_spec]) for d in decoded])
+        segmenter_views = [segmenter.view(d.inputs[segmenter_spec])[0] for d in decoded]
+        tiles += sum(_tiles(segmenter.card, view) for view in segmenter_views)
+        lap("decode")
+        ai_scores = classifier.predict(classifier_views)
         lap("classifier")
-        probabilities = segmenter.predict(segmenter_pixels).astype(np.float16)  # what the actor hands on
+        maps = list(segmenter.probability_maps(segmenter_views))
+        scores = [segmenter.image_score(m) for m in maps]
+        probabilities = [m.astype(np.float16) for m in maps]  # what the actor hands on
         lap("segmenter")
-        for image, ai_score, probability in zip(decoded, ai_scores, probabilities):
+        for image, ai_score, probability, score in zip(decoded, ai_scores, probabilities, scores):
             probability = probability.astype(np.float32)
             summarise_mask(probability, image.height, image.width, pixel_threshold)
-            verdict = decide_verdict(float(ai_score), manipulation_score(probability), ai_threshold, manipulated_threshold)
+            verdict = decide_verdict(float(ai_score), score, ai_threshold, manipulated_threshold)
             verdicts[verdict.label] = verdicts.get(verdict.label, 0) + 1
         lap("masks_and_verdicts")
     seconds = time.perf_counter() - loop_started
@@ -90,12 +95,23 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         "model_ready_s": round(model_ready_s, 2),
         "loop_s": round(seconds, 2),
         "images_per_s": round(len(paths) / seconds, 3),
+        "segmenter_tiles": tiles,
+        "tiles_per_s": round(tiles / seconds, 3),
         "cpu_seconds_per_image": round(cpu_seconds / len(paths), 3),
         "phase_s": {k: round(v, 2) for k, v in phases.items()},
         "phase_ms_per_image": {k: round(1000 * v / len(paths), 1) for k, v in phases.items()},
         "verdicts": verdicts,
         "pid": os.getpid(),
     }
+
+
+def _tiles(card, view) -> int:
+    """Segmenter model inputs for one view: its tile count when tiled, else one."""
+    from forensics.tiling import count_tiles
+
+    if card.resize_mode != "native_tiles":
+        return 1
+    return count_tiles(view.shape[0], view.shape[1], card.input_size[0], card.tile_overlap)
 
 
 def _input_spec(card) -> tuple:

@@ -51,18 +51,19 @@ def measure(image_count: int, batch_size: int) -> dict:
         source = upload_archives(endpoint, paths, [image_count], progress=False)[image_count]
         listing = timed("list", lambda: [row for page in iter_listing(source, endpoint) for row in page])
         stages._assigned_cpus = lambda: 1.0  # as a 1-CPU actor; and never look for (or attach to) a Ray cluster
-        detect = DetectForgeries(classifier_card.to_dict(), classifier_weights, segmenter_card.to_dict(), segmenter_weights)
+        detect = DetectForgeries(classifier_card.to_dict(), classifier_weights, segmenter_card.to_dict(), segmenter_weights, "native")
         warm = listing[:batch_size]  # warm the s3fs connection pool and the models (oneDNN builds kernels on first use)
         for row in warm:
             read_object(row["uri"], endpoint, "{}")
         detect(fetch_and_decode({key: np.array([row[key] for row in warm], dtype=object) for key in warm[0]},
-                                sizes, 100_000_000, endpoint, "{}"))
+                                classifier_card.to_dict(), segmenter_card.to_dict(), 100_000_000, endpoint, "{}"))
         for start in range(0, len(listing), batch_size):
             rows = listing[start : start + batch_size]
             for row in rows:
                 timed("s3_get_only", read_object, row["uri"], endpoint, "{}")
             batch = {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
-            decoded = timed("fetch_and_decode", fetch_and_decode, batch, sizes, 100_000_000, endpoint, "{}")
+            decoded = timed("fetch_and_decode", fetch_and_decode, batch, classifier_card.to_dict(), segmenter_card.to_dict(),
+                            100_000_000, endpoint, "{}")
             scored = timed("models", detect, decoded)
             table = timed("assemble_rows", assemble_rows, scored, "bench", classifier_card.version, segmenter_card.version,
                           classifier_card.threshold("ai_generated"), segmenter_card.threshold("pixel"),

@@ -89,3 +89,50 @@ def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     from scipy.special import expit
 
     return expit(np.asarray(logits, dtype=np.float64) / temperature)
+
+
+def score_logit(scores: np.ndarray) -> np.ndarray:
+    """logit of scores in [0, 1], clipped away from 0 and 1 so that saturated scores stay finite."""
+    clipped = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(clipped) - np.log1p(-clipped)
+
+
+def fit_platt(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Platt scaling: slope and intercept of a logistic regression of labels on logit(score)."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels).astype(int).ravel()
+    if np.unique(labels).size < 2:
+        raise ValueError("Platt scaling needs held-out images of both classes (manipulated and authentic).")
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(score_logit(scores).reshape(-1, 1), labels)
+    return {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
+
+
+def platt(scores, slope: float, intercept: float):
+    """P(positive) = sigmoid(slope * logit(score) + intercept)."""
+    from scipy.special import expit
+
+    return expit(slope * score_logit(scores) + intercept)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins.
+
+    `probabilities` are P(positive); each prediction's confidence is that of its
+    most probable class, and it is correct when that class is the label.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    if probabilities.size == 0:
+        return float("nan")
+    predicted = probabilities >= 0.5
+    confidence = np.where(predicted, probabilities, 1.0 - probabilities)
+    correct = predicted == labels
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for index in range(bins):
+        chosen = which == index
+        if chosen.any():
+            error += chosen.mean() * abs(confidence[chosen].mean() - correct[chosen].mean())
+    return float(error)

@@ -48,9 +48,9 @@ class DecodedImage:
     inputs: dict[tuple[int, int], np.ndarray]
 
 
-RESIZE = "resize"
-CENTER_CROP = "center_crop"
-RESIZE_MODES = (RESIZE, CENTER_CROP)
+from forensics.model_card import CENTER_CROP, NATIVE_CROPS, NATIVE_TILES, RESIZE, RESIZE_MODES  # noqa: F401 (re-exported)
+
+NATIVE_MODES = (CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
 
 
 def decode_image(
@@ -64,7 +64,9 @@ def decode_image(
         input_sizes: input specs, each `(height, width)` (the whole image resized: what the
             segmenter needs to map its mask back) or `(height, width, "center_crop")` (a crop
             at native resolution: keeps the pixel-level traces of generators that resizing
-            would erase). JPEGs are drafted to reduced size only when no spec crops.
+            would erase), or `(height, width, "native_crops" | "native_tiles")`: the whole
+            image at full resolution, which forensics.tiling cuts into crops or tiles.
+            JPEGs are drafted to reduced size only when no spec needs native pixels.
     """
     if not data:
         raise ImageDecodeError("empty", "the object has zero bytes")
@@ -100,7 +102,7 @@ def decode_image(
 
     specs = list(dict.fromkeys(tuple(s) for s in input_sizes))
     largest_side = max(max(spec[0], spec[1]) for spec in specs)
-    needs_native_pixels = any(len(spec) > 2 and spec[2] == CENTER_CROP for spec in specs)
+    needs_native_pixels = any(len(spec) > 2 and spec[2] in NATIVE_MODES for spec in specs)
     try:
         if not needs_native_pixels and image_format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
             image.draft("RGB" if image.mode != "L" else "L", (largest_side, largest_side))
@@ -118,11 +120,15 @@ def decode_image(
     except Exception as error:
         raise ImageDecodeError("corrupt", f"decoding failed: {type(error).__name__}: {error}") from None
 
+    native = np.asarray(rgb, dtype=np.uint8) if needs_native_pixels else None
     inputs = {}
     for spec in specs:
         out_h, out_w = spec[0], spec[1]
         if len(spec) > 2 and spec[2] == CENTER_CROP:
             inputs[spec] = center_crop(rgb, out_h, out_w)
+        elif len(spec) > 2 and spec[2] in (NATIVE_CROPS, NATIVE_TILES):
+            inputs[spec] = native  # the same full-resolution array for every native spec
+            continue
         else:
             inputs[spec] = np.asarray(rgb.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
     return DecodedImage(format=image_format, width=width, height=height, inputs=inputs)

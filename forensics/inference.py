@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from forensics.checkpoint import model_from_weights, resolve_model
-from forensics.model_card import ModelCard, default_classifier_card, default_segmenter_card
+from forensics.model_card import NATIVE_TILES, ModelCard, default_classifier_card, default_segmenter_card
 from forensics.models import prepare_for_inference
 
 
@@ -128,14 +128,26 @@ class ClassifierPredictor(ModelPredictor):
         model, card = resolve_model(path, card)
         return cls(model, card, device)
 
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 -> (N,) float32 calibrated probabilities."""
-        logits = self.logits(pixels).reshape(len(pixels), -1)[:, 0]
-        return torch.sigmoid(logits / self.card.temperature).cpu().numpy().astype(np.float32)
+    def view(self, decoded: np.ndarray) -> np.ndarray:
+        """See forensics.tiling.classifier_view."""
+        from forensics.tiling import classifier_view
+
+        return classifier_view(self.card, decoded)
+
+    def image_logits(self, views: np.ndarray) -> np.ndarray:
+        """See classifier_logits."""
+        return classifier_logits(self, views)
+
+    def predict(self, views: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) or (N, crops, h, w, 3) uint8 -> (N,) float32 calibrated probabilities."""
+        logits = torch.as_tensor(classifier_logits(self, views))
+        return torch.sigmoid(logits / self.card.temperature).numpy().astype(np.float32)
 
 
 class SegmenterPredictor(ModelPredictor):
-    """U-Net segmenter: per-pixel P(manipulated) at the model's input size."""
+    """U-Net segmenter: per-pixel P(manipulated), and a calibrated image-level P(manipulated)."""
+
+    tiles_per_batch = 16
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None, device: torch.device | None = None, input_size=None):
@@ -143,7 +155,73 @@ class SegmenterPredictor(ModelPredictor):
         model, card = resolve_model(path, card)
         return cls(model, card, device)
 
+    def view(self, decoded: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """See forensics.tiling.segmenter_view."""
+        from forensics.tiling import segmenter_view
+
+        return segmenter_view(self.card, decoded)
+
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 -> (N, H, W) float32 probabilities (first class channel)."""
+        """(N, h, w, 3) uint8 at the model's input size -> (N, h, w) float32 probabilities (first class channel)."""
         logits = self.logits(pixels)[:, 0]
         return torch.sigmoid(logits / self.card.temperature).cpu().numpy().astype(np.float32)
+
+    def probability_maps(self, views):
+        """Each view -> its (H, W) float32 P(manipulated) map at the view's own size, in order
+        (segmenter_logit_maps, then the card's temperature)."""
+        from scipy.special import expit
+
+        for logits in segmenter_logit_maps(self, views, self.tiles_per_batch):
+            yield expit(logits / self.card.temperature).astype(np.float32)
+
+    def image_score(self, probabilities: np.ndarray) -> float:
+        """Calibrated P(image manipulated) from a pixel probability map (Platt scaling from the card)."""
+        from forensics.calibration import platt
+        from forensics.masks import manipulation_score
+
+        raw = manipulation_score(probabilities)
+        calibration = self.card.score_calibration
+        if not calibration:
+            return raw
+        return float(platt(raw, calibration["slope"], calibration["intercept"]))
+
+
+def classifier_logits(predictor: ModelPredictor, views: np.ndarray) -> np.ndarray:
+    """(N, h, w, 3) or (N, crops, h, w, 3) uint8 -> (N,) raw logits (before temperature): an image
+    seen as several crops scores the mean of its crops' logits."""
+    views = np.asarray(views)
+    if views.ndim == 4:
+        return predictor.logits(views).reshape(len(views), -1)[:, 0].cpu().numpy()
+    count, crops = views.shape[:2]
+    flat = views.reshape(count * crops, *views.shape[2:])
+    return predictor.logits(flat).reshape(count, crops, -1)[..., 0].mean(dim=1).cpu().numpy()
+
+
+def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int = 16):
+    """Each segmenter view -> its (H, W) raw logit map (first class channel) at the view's own size.
+
+    ``native_tiles``: overlapping tiles of all views stream through the model in batches of
+    `tiles_per_batch` and their logits are blended back (forensics.tiling); other modes: the
+    views are model inputs already and go through in batches of `tiles_per_batch`. Scan,
+    evaluation and calibration all call this, so they see the same maps.
+    """
+    card = predictor.card
+
+    def tile_logits(pixels: np.ndarray) -> np.ndarray:
+        return predictor.logits(pixels)[:, 0].cpu().numpy()
+
+    if card.resize_mode != NATIVE_TILES:
+        batch = []
+        for view in views:
+            batch.append(view)
+            if len(batch) == tiles_per_batch:
+                yield from tile_logits(np.stack(batch))
+                batch = []
+        if batch:
+            yield from tile_logits(np.stack(batch))
+        return
+    from forensics.tiling import stitch_tiles
+
+    for logits, _plan in stitch_tiles(views, tile_logits, card.input_size[0], card.tile_overlap,
+                                      max_tiles=card.max_tiles, tiles_per_batch=tiles_per_batch):
+        yield logits

@@ -16,6 +16,12 @@ CLASSIFIER = "classifier"
 SEGMENTER = "segmenter"
 MODEL_KINDS = (CLASSIFIER, SEGMENTER)
 
+RESIZE = "resize"
+CENTER_CROP = "center_crop"
+NATIVE_CROPS = "native_crops"
+NATIVE_TILES = "native_tiles"
+RESIZE_MODES = (RESIZE, CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -30,8 +36,19 @@ class ModelCard:
             ``{"name": "efficientnet_b0"}`` or
             ``{"arch": "Unet", "encoder_name": "efficientnet-b0", "classes": 1}``.
         input_size: model input as ``[height, width]``.
-        resize_mode: ``resize`` (whole image squashed to the input size) or ``center_crop``
-            (the central input_size pixels at native resolution, for trace detectors).
+        resize_mode: how an image becomes model input (forensics.tiling does the native ones):
+            ``resize`` (whole image squashed to the input size: the quick triage view),
+            ``center_crop`` (the central input_size pixels at native resolution),
+            ``native_crops`` (classifier: `crops` native-resolution crops spread over the
+            image, their logits averaged) or ``native_tiles`` (segmenter: overlapping
+            input_size tiles at native resolution, blended back into one full-size map).
+        crops: ``native_crops``: how many crops per image.
+        tile_overlap: ``native_tiles``: pixels shared by neighbouring tiles (blended linearly).
+        max_tiles: ``native_tiles``: an image needing more tiles is reduced by the smallest
+            factor that fits (the output row records the factor); bounds time and memory per image.
+        score_calibration: segmenter: Platt scaling of the raw image-level score (top-1% mean
+            of the pixel map) into P(manipulated), ``{"slope": a, "intercept": b}`` applied to
+            logit(raw); empty = the raw score is used as is.
         mean, std: per-channel normalisation applied to RGB values in [0, 1].
         temperature: logit temperature fitted by calibration (1.0 = uncalibrated).
         thresholds: decision thresholds, e.g. ``{"ai_generated": 0.5}`` or
@@ -45,6 +62,10 @@ class ModelCard:
     version: str
     input_size: tuple[int, int] = (256, 256)
     resize_mode: str = "resize"
+    crops: int = 5
+    tile_overlap: int = 32
+    max_tiles: int = 1024
+    score_calibration: dict[str, float] = field(default_factory=dict)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     temperature: float = 1.0
@@ -58,18 +79,37 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"Wrong model kind `{self.kind}`, supported kinds: {list(MODEL_KINDS)}")
-        if self.resize_mode not in ("resize", "center_crop"):
-            raise ValueError(f"Wrong resize_mode `{self.resize_mode}`, supported: ['resize', 'center_crop']")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"Wrong resize_mode `{self.resize_mode}`, supported: {list(RESIZE_MODES)}")
+        if self.resize_mode == NATIVE_TILES and not 0 <= self.tile_overlap < min(self.input_size):
+            raise ValueError(f"tile_overlap must be in [0, {min(self.input_size)}) for {tuple(self.input_size)} tiles, got {self.tile_overlap}")
+        if self.crops < 1 or self.max_tiles < 1:
+            raise ValueError(f"crops and max_tiles must be >= 1, got crops={self.crops}, max_tiles={self.max_tiles}")
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
     @property
     def input_spec(self) -> tuple:
-        """What decode_image should produce for this model: (h, w) or (h, w, "center_crop")."""
-        if self.resize_mode == "center_crop":
-            return (*self.input_size, "center_crop")
-        return tuple(self.input_size)
+        """What decode_image should produce for this model: (h, w), (h, w, "center_crop"),
+        or (h, w, "native_crops" | "native_tiles") when forensics.tiling cuts the input."""
+        if self.resize_mode == RESIZE:
+            return tuple(self.input_size)
+        return (*self.input_size, self.resize_mode)
+
+    @property
+    def is_native(self) -> bool:
+        """True when the model sees native-resolution crops or tiles (not a resized thumbnail)."""
+        return self.resize_mode in (CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
+
+    def for_triage(self) -> "ModelCard":
+        """This card in the quick triage view: a classifier scores one centre crop instead of
+        several, a segmenter sees the whole image resized to its input instead of native tiles."""
+        if self.resize_mode == NATIVE_CROPS:
+            return self.replace(resize_mode=CENTER_CROP)
+        if self.resize_mode == NATIVE_TILES:
+            return self.replace(resize_mode=RESIZE)
+        return self
 
     def threshold(self, name: str, default: float = 0.5) -> float:
         return float(self.thresholds.get(name, default))

@@ -68,14 +68,14 @@ def _append_command(reproduce: str) -> str:
 
 def _load(args, kind: str):
     from forensics.checkpoint import load_checkpoint
-    from forensics.inference import ModelPredictor, pick_device
+    from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
 
     model, card = load_checkpoint(args.checkpoint, expected_kind=kind)
-    return ModelPredictor(model, card, pick_device(args.device))
+    return (ClassifierPredictor if kind == "classifier" else SegmenterPredictor)(model, card, pick_device(args.device))
 
 
 def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
-    from forensics.calibration import binary_nll, fit_temperature, sigmoid, decision_threshold
+    from forensics.calibration import binary_nll, fit_temperature, sigmoid, decision_threshold, expected_calibration_error
     from forensics.metrics import classification_metrics
     from forensics.training import find_labelled_images, fingerprint_samples
     from forensics.training.evaluation import classifier_logits
@@ -89,6 +89,8 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
     report = {
         "temperature": temperature, "thresholds": {"ai_generated": threshold}, "target_fpr": args.target_fpr,
         "nll_before": binary_nll(logits, labels, predictor.card.temperature), "nll_after": binary_nll(logits, labels, temperature),
+        "ece_before": expected_calibration_error(sigmoid(logits, predictor.card.temperature), labels),
+        "ece_after": expected_calibration_error(scores, labels),
         "data": str(args.data), "data_fingerprint": fingerprint_samples(samples),
         "at_threshold": {k: v for k, v in classification_metrics(labels, scores, threshold).items() if k != "classification_report"},
     }
@@ -99,7 +101,8 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
 
 
 def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
-    from forensics.calibration import binary_nll, fit_temperature, sigmoid, decision_threshold, threshold_for_best_f1
+    from forensics.calibration import (binary_nll, decision_threshold, expected_calibration_error, fit_platt,
+                                       fit_temperature, platt, sigmoid, threshold_for_best_f1)
     from forensics.training import find_image_mask_pairs, fingerprint_samples
     from forensics.training.evaluation import segmenter_outputs
 
@@ -111,17 +114,25 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     card = predictor.card
     thresholds = {**card.thresholds, "pixel": threshold_for_best_f1(sigmoid(logits, temperature), labels)}
     has_mask = np.array(outputs.has_mask)
-    if (~has_mask).any():
-        thresholds["manipulated"] = decision_threshold(outputs.manipulation_scores(temperature), has_mask, args.target_fpr)
+    score_calibration, image_report = dict(card.score_calibration), {}
+    if (~has_mask).any() and has_mask.any():
+        raw = outputs.manipulation_scores(temperature)
+        score_calibration = fit_platt(raw, has_mask)
+        calibrated = platt(raw, score_calibration["slope"], score_calibration["intercept"])
+        thresholds["manipulated"] = decision_threshold(calibrated, has_mask, args.target_fpr)
+        image_report = {"score_calibration": score_calibration,
+                        "image_ece_raw": expected_calibration_error(raw, has_mask),
+                        "image_ece_calibrated": expected_calibration_error(calibrated, has_mask)}
     else:
-        print("forgescan calibrate: the data has no authentic image (empty mask); the `manipulated` threshold is kept. "
-              "Add untouched images with empty masks to calibrate it.", file=sys.stderr)
+        print("forgescan calibrate: the data needs both authentic images (empty masks) and manipulated ones to calibrate "
+              "the image-level score; the `manipulated` threshold and score calibration are kept.", file=sys.stderr)
     report = {
         "temperature": temperature, "thresholds": thresholds, "target_fpr": args.target_fpr,
         "pixel_nll_before": binary_nll(logits, labels, card.temperature), "pixel_nll_after": binary_nll(logits, labels, temperature),
-        "data": str(args.data), "data_fingerprint": fingerprint_samples(pairs),
+        **image_report, "data": str(args.data), "data_fingerprint": fingerprint_samples(pairs),
     }
-    card = card.replace(temperature=temperature, thresholds=thresholds, metrics={**card.metrics, "calibration": report})
+    card = card.replace(temperature=temperature, thresholds=thresholds, score_calibration=score_calibration,
+                        metrics={**card.metrics, "calibration": report})
     return card, report
 
 

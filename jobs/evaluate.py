@@ -153,9 +153,12 @@ def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, 
     output.mkdir(parents=True, exist_ok=True)
     has_mask = np.array(outputs.has_mask)
     if has_mask.any() and not has_mask.all():
-        scores = outputs.manipulation_scores(card.temperature)
+        from forensics.calibration import expected_calibration_error
+
+        scores = outputs.manipulation_scores(card.temperature, card.score_calibration)
         summary["image_level"] = classification_metrics(has_mask, scores, card.threshold("manipulated"),
                                                         class_names=("authentic", "manipulated"))
+        summary["image_level"]["expected_calibration_error"] = expected_calibration_error(scores, has_mask)
         plot_roc_curves({"manipulation score": (has_mask, scores)}, output / "roc_curve.png", "Segmenter: image-level ROC")
         plot_confusion_matrix(summary["image_level"]["confusion_matrix"], output / "confusion_matrix.png",
                               class_names=("authentic", "manipulated"), title="Image-level confusion matrix")

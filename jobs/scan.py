@@ -8,7 +8,7 @@ import sys
 
 from forensics.checkpoint import CheckpointError
 from forensics.decode import DEFAULT_MAX_PIXELS
-from pipeline.config import ScanConfig
+from pipeline.config import ANALYSIS_MODES, ScanConfig
 from pipeline.scan import ScanError, run_scan
 from pipeline.storage import StorageError
 
@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per model actor (default 1)")
     parser.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per fetch-and-decode task (default 1)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"larger images become error rows (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=ScanConfig.analysis,
+                        help="native: the models' native-resolution crops and tiles (what they were trained for; cost grows "
+                             "with megapixels); triage: one centre crop and a thumbnail per image, a fixed and far smaller "
+                             f"cost for CPU-only first passes (default {ScanConfig.analysis})")
     parser.add_argument("--extensions", default="", help="only scan keys with these comma-separated suffixes (default: every object)")
     parser.add_argument("--address", help="attach to an existing Ray cluster (default: RAY_ADDRESS, or start a local one)")
     parser.add_argument("--full", action="store_true", help="process every object, ignoring earlier scans")
@@ -47,6 +51,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         classifier_checkpoint=args.classifier, segmenter_checkpoint=args.segmenter,
         batch_size=args.batch_size, num_model_actors=args.actors, gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor, decode_cpus=args.decode_cpus, max_pixels=args.max_pixels,
+        analysis=args.analysis,
         address=args.address, full=args.full, rescan_on_model_change=args.rescan_on_model_change,
         scan_id=args.scan_id, extensions=tuple(e for e in args.extensions.split(",") if e),
         rows_per_file=args.rows_per_file, show_progress=not args.no_progress,

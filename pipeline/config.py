@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from forensics.decode import DEFAULT_MAX_PIXELS
 
+NATIVE = "native"
+TRIAGE = "triage"
+ANALYSIS_MODES = (NATIVE, TRIAGE)
+
 
 @dataclass(frozen=True)
 class ScanConfig:
@@ -21,6 +25,9 @@ class ScanConfig:
         gpus_per_actor: GPUs reserved per model actor; 0 on CPU-only clusters, fractions allowed.
         decode_cpus: CPUs per fetch-and-decode task.
         max_pixels: larger images become `too_large` error rows.
+        analysis: `native` (the cards' native-resolution crops and tiles: what the models were
+            trained for; cost grows with megapixels) or `triage` (one centre crop and a thumbnail:
+            fixed cost per image, for CPU-only first passes; see README, Analysis modes).
         full: ignore earlier scans and process every object.
         rescan_on_model_change: re-process objects last scanned with other model versions.
         scan_id: explicit id; by default an interrupted scan of the same source resumes, else a new id.
@@ -39,6 +46,7 @@ class ScanConfig:
     decode_cpus: float = 1.0
     decode_batch_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
+    analysis: str = NATIVE
     address: str | None = None
     full: bool = False
     rescan_on_model_change: bool = False
@@ -47,3 +55,7 @@ class ScanConfig:
     storage_options: dict = field(default_factory=dict)
     rows_per_file: int = 512
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.analysis not in ANALYSIS_MODES:
+            raise ValueError(f"analysis must be one of {list(ANALYSIS_MODES)}, got `{self.analysis}`")

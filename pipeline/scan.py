@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from forensics.checkpoint import CheckpointError, bundled_checkpoint, model_from_weights, read_checkpoint
 from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard, default_classifier_card, default_segmenter_card
-from pipeline.config import ScanConfig
+from pipeline.config import TRIAGE, ScanConfig
 from pipeline.listing import ArchiveListing
 from pipeline.sink import CommittedParquetSink, scan_directory
 from pipeline.stages import DetectForgeries, ListingCounter, assemble_rows, fetch_and_decode, skip_done_objects
@@ -113,6 +113,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     ensure_output_writable(config, endpoint_url)
     classifier_weights, classifier_card = load_model_payload(config.classifier_checkpoint, CLASSIFIER)
     segmenter_weights, segmenter_card = load_model_payload(config.segmenter_checkpoint, SEGMENTER)
+    if config.analysis == TRIAGE:
+        classifier_card, segmenter_card = classifier_card.for_triage(), segmenter_card.for_triage()
 
     source_uri = parse_location(config.source).uri
     output = parse_location(config.output)
@@ -135,7 +137,6 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     context.print_on_execution_start = False
 
     counter = ray.remote(num_cpus=0)(ListingCounter).remote()
-    input_sizes = list(dict.fromkeys([classifier_card.input_spec, segmenter_card.input_spec]))
     gpus = config.gpus_per_actor
     pool = config.num_model_actors
     compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
@@ -158,7 +159,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     )
     dataset = dataset.map_batches(
         fetch_and_decode, batch_format="numpy", batch_size=config.decode_batch_size, num_cpus=config.decode_cpus,
-        fn_kwargs={"input_sizes": input_sizes, "max_pixels": config.max_pixels, "endpoint_url": endpoint_url,
+        fn_kwargs={"classifier_card": classifier_card.to_dict(), "segmenter_card": segmenter_card.to_dict(),
+                   "max_pixels": config.max_pixels, "endpoint_url": endpoint_url,
                    "storage_options_json": options_json},
     )
     dataset = dataset.map_batches(
@@ -169,6 +171,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
             "classifier_weights": ray.put(classifier_weights) if classifier_weights else None,
             "segmenter_card": segmenter_card.to_dict(),
             "segmenter_weights": ray.put(segmenter_weights) if segmenter_weights else None,
+            "analysis": config.analysis,
         },
         # Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1) restart a dead actor
         # (e.g. killed for memory) and retry its batch; nothing is lost.

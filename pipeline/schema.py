@@ -26,6 +26,8 @@ CLASSIFIER_VERSION = "classifier_version"
 SEGMENTER_VERSION = "segmenter_version"
 SCANNED_AT = "scanned_at"
 INFERENCE_DEVICE = "inference_device"
+ANALYSIS = "analysis"
+ANALYSIS_SCALE = "analysis_scale"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -56,6 +58,9 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field(SEGMENTER_VERSION, pa.string()),
         pa.field(SCANNED_AT, pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field(INFERENCE_DEVICE, pa.string()),  # audit: where the models ran (cpu, cuda:0 (...))
+        # Added with native-resolution analysis (nullable: older outputs lack them).
+        pa.field(ANALYSIS, pa.string()),  # `native` (crops + tiles at full resolution) or `triage` (thumbnail)
+        pa.field(ANALYSIS_SCALE, pa.float32()),  # segmenter's resolution / original; <1 when the tile cap reduced it
     ],
     metadata={"forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution"},
 )

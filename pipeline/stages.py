@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
-from forensics.masks import manipulation_score, summarise_mask
+from forensics.masks import summarise_mask
+from forensics.model_card import NATIVE_CROPS
 from forensics.verdict import ERROR, decide_verdict
 from pipeline import schema
 from pipeline.storage import object_identity, read_object
@@ -26,10 +27,8 @@ MASK_PROBABILITIES = "mask_probabilities"
 INFERENCE_DEVICE = schema.INFERENCE_DEVICE
 
 
-def pixels_column(spec: tuple) -> str:
-    """Name of the column holding decoded model inputs of one spec: (h, w) or (h, w, "center_crop")."""
-    suffix = f"_{spec[2]}" if len(spec) > 2 else ""
-    return f"pixels_{spec[0]}x{spec[1]}{suffix}"
+CLASSIFIER_VIEW = "classifier_view"  # (crops, h, w, 3) or (h, w, 3) uint8 per image
+SEGMENTER_VIEW = "segmenter_view"  # the image the segmenter analyses: native (variable size) or resized
 
 
 def describe_read_error(error: BaseException) -> str:
@@ -42,22 +41,31 @@ def describe_read_error(error: BaseException) -> str:
 
 def fetch_and_decode(
     batch: dict[str, np.ndarray],
-    input_sizes: list[tuple[int, int]],
+    classifier_card: dict,
+    segmenter_card: dict,
     max_pixels: int,
     endpoint_url: str | None,
     storage_options_json: str,
 ) -> dict[str, np.ndarray]:
-    """Read each object, hash it, decode it to model inputs; failures become error rows.
+    """Read each object, hash it, decode it, cut what each model sees; failures become error rows.
 
-    Raw bytes never leave this step: only the small model inputs travel on.
+    Raw bytes never leave this step. What travels on is each model's view
+    (forensics.tiling): the classifier's crops, and the segmenter's image at
+    native resolution (capped by the card's max_tiles) or its thumbnail.
     """
+    from forensics.model_card import ModelCard
+    from forensics.tiling import classifier_view, segmenter_view
+
+    classifier, segmenter = ModelCard.from_dict(classifier_card), ModelCard.from_dict(segmenter_card)
+    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec]))
     uris = batch[schema.URI]
     count = len(uris)
-    sizes = list(dict.fromkeys(tuple(s) for s in input_sizes))
     out: dict[str, list] = {name: [] for name in (
         schema.URI, schema.SIZE_BYTES, schema.ETAG, schema.MTIME, schema.SHA256, schema.FORMAT,
-        schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR)}
-    pixels = {size: np.zeros((count, size[0], size[1], 3), dtype=np.uint8) for size in sizes}
+        schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR, schema.ANALYSIS_SCALE)}
+    classifier_shape = (classifier.crops, *classifier.input_size, 3) if classifier.resize_mode == NATIVE_CROPS else (*classifier.input_size, 3)
+    classifier_views = np.zeros((count, *classifier_shape), dtype=np.uint8)
+    segmenter_views = np.empty(count, dtype=object)
     for index in range(count):
         uri = str(uris[index])
         identity = {
@@ -65,8 +73,9 @@ def fetch_and_decode(
             schema.ETAG: _maybe(batch[schema.ETAG][index]),
             schema.MTIME: _maybe(batch[schema.MTIME][index]),
         }
-        facts = {schema.SHA256: None, schema.FORMAT: None, schema.WIDTH: None, schema.HEIGHT: None}
+        facts = {schema.SHA256: None, schema.FORMAT: None, schema.WIDTH: None, schema.HEIGHT: None, schema.ANALYSIS_SCALE: None}
         status, error = schema.STATUS_OK, None
+        segmenter_views[index] = np.zeros((1, 1, 3), dtype=np.uint8)
         try:
             if identity[schema.ETAG] is None and identity[schema.MTIME] is None and not uri.startswith("file://"):
                 identity.update({k: v for k, v in object_identity(uri, endpoint_url, storage_options_json).items() if k != "uri"})
@@ -75,10 +84,11 @@ def fetch_and_decode(
                 if identity.get(key) is None:
                     identity[key] = value
             facts[schema.SHA256] = hashlib.sha256(data).hexdigest()
-            decoded = decode_image(data, sizes, max_pixels=max_pixels)
+            decoded = decode_image(data, specs, max_pixels=max_pixels)
+            del data
             facts.update({schema.FORMAT: decoded.format, schema.WIDTH: decoded.width, schema.HEIGHT: decoded.height})
-            for size in sizes:
-                pixels[size][index] = decoded.inputs[size]
+            classifier_views[index] = classifier_view(classifier, decoded.inputs[classifier.input_spec])
+            segmenter_views[index], facts[schema.ANALYSIS_SCALE] = segmenter_view(segmenter, decoded.inputs[segmenter.input_spec])
         except ImageDecodeError as decode_error:
             status, error = schema.STATUS_ERROR, str(decode_error)
         except Exception as read_error:  # storage failures of one object must not stop the scan
@@ -89,8 +99,8 @@ def fetch_and_decode(
         out[schema.STATUS].append(status)
         out[schema.ERROR].append(error)
     result = {key: np.array(values, dtype=object) for key, values in out.items()}
-    for size in sizes:
-        result[pixels_column(size)] = pixels[size]
+    result[CLASSIFIER_VIEW] = classifier_views
+    result[SEGMENTER_VIEW] = segmenter_views
     return result
 
 
@@ -98,6 +108,11 @@ def _text(value) -> str | None:
     """Ray may turn an all-null string column into float NaN; map that back to None."""
     value = _maybe(value)
     return None if value is None else str(value)
+
+
+def _float(value) -> float | None:
+    value = _maybe(value)
+    return None if value is None else float(value)
 
 
 def _integer(value) -> int | None:
@@ -120,7 +135,7 @@ class DetectForgeries:
     transfer of the batch feeds both, and they fit on one GPU together.
     """
 
-    def __init__(self, classifier_card: dict, classifier_weights, segmenter_card: dict, segmenter_weights):
+    def __init__(self, classifier_card: dict, classifier_weights, segmenter_card: dict, segmenter_weights, analysis: str):
         import ray
         import torch
 
@@ -129,29 +144,38 @@ class DetectForgeries:
 
         device = pick_device()
         self.device_label = _describe_device(device)
+        self.analysis = analysis
         if device.type == "cpu":
             torch.set_num_threads(max(1, int(_assigned_cpus())))
         weights = [w for w in (classifier_weights, segmenter_weights)]
         weights = [ray.get(w) if isinstance(w, ray.ObjectRef) else w for w in weights]
         self.classifier = ClassifierPredictor.from_weights(weights[0], ModelCard.from_dict(classifier_card), device)
         self.segmenter = SegmenterPredictor.from_weights(weights[1], ModelCard.from_dict(segmenter_card), device)
-        self.classifier_column = pixels_column(self.classifier.card.input_spec)
-        self.segmenter_column = pixels_column(self.segmenter.card.input_spec)
         logger.info("forgescan model actor ready on %s", self.device_label)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Scores every ok row: P(AI) from the classifier's views, and from the segmenter's stitched
+        probability map its calibrated image-level score; the map travels on (float16) for the masks."""
         ok = batch[schema.STATUS] == schema.STATUS_OK
         count = len(ok)
-        height, width = self.segmenter.card.input_size
         ai_scores = np.full(count, np.nan, dtype=np.float32)
-        probabilities = np.zeros((count, height, width), dtype=np.float16)
+        manipulation_scores = np.full(count, np.nan, dtype=np.float32)
+        probabilities = np.empty(count, dtype=object)
+        for index in range(count):
+            probabilities[index] = np.zeros((1, 1), dtype=np.float16)
         if ok.any():
-            ai_scores[ok] = self.classifier.predict(batch[self.classifier_column][ok])
-            probabilities[ok] = self.segmenter.predict(batch[self.segmenter_column][ok]).astype(np.float16)
-        result = {k: v for k, v in batch.items() if not k.startswith("pixels_")}
+            ai_scores[ok] = self.classifier.predict(batch[CLASSIFIER_VIEW][ok])
+            rows = np.flatnonzero(ok)
+            views = (np.asarray(batch[SEGMENTER_VIEW][row], dtype=np.uint8) for row in rows)
+            for row, probability_map in zip(rows, self.segmenter.probability_maps(views)):
+                manipulation_scores[row] = self.segmenter.image_score(probability_map)
+                probabilities[row] = probability_map.astype(np.float16)
+        result = {k: v for k, v in batch.items() if k not in (CLASSIFIER_VIEW, SEGMENTER_VIEW)}
         result[schema.AI_SCORE] = ai_scores
+        result[schema.MANIPULATION_SCORE] = manipulation_scores
         result[MASK_PROBABILITIES] = probabilities
         result[INFERENCE_DEVICE] = np.array([self.device_label] * count, dtype=object)
+        result[schema.ANALYSIS] = np.array([self.analysis] * count, dtype=object)
         return result
 
 
@@ -213,6 +237,8 @@ def assemble_rows(
             schema.SEGMENTER_VERSION: segmenter_version,
             schema.SCANNED_AT: now,
             schema.INFERENCE_DEVICE: batch[INFERENCE_DEVICE][index],
+            schema.ANALYSIS: _text(batch[schema.ANALYSIS][index]),
+            schema.ANALYSIS_SCALE: _float(batch[schema.ANALYSIS_SCALE][index]),
         }
         if ok:
             try:
@@ -220,7 +246,7 @@ def assemble_rows(
                 height, width = int(batch[schema.HEIGHT][index]), int(batch[schema.WIDTH][index])
                 mask = summarise_mask(probabilities, height, width, pixel_threshold)
                 ai_score = float(batch[schema.AI_SCORE][index])
-                manipulation = manipulation_score(probabilities)
+                manipulation = float(batch[schema.MANIPULATION_SCORE][index])
                 verdict = decide_verdict(ai_score, manipulation, ai_threshold, manipulation_threshold)
                 row.update({
                     schema.VERDICT: verdict.label,

@@ -62,6 +62,23 @@ def tiny_checkpoints(tmp_path_factory):
     return {"classifier": str(classifier), "segmenter": str(segmenter)}
 
 
+@pytest.fixture(scope="session")
+def tiny_native_checkpoints(tmp_path_factory):
+    """The tiny models with native-resolution cards: 3 classifier crops, 64-px segmenter tiles overlapping by 16."""
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("native_checkpoints")
+    classifier_card = default_classifier_card(TINY_INPUT).replace(
+        version="tiny-classifier-native-untrained", resize_mode="native_crops", crops=3)
+    segmenter_card = default_segmenter_card(TINY_INPUT).replace(
+        version="tiny-segmenter-native-untrained", resize_mode="native_tiles", tile_overlap=16, max_tiles=12,
+        thresholds={"pixel": 0.5, "manipulated": 0.5})
+    classifier = save_checkpoint(build_model(classifier_card), classifier_card, folder / "classifier.safetensors")
+    segmenter = save_checkpoint(build_model(segmenter_card), segmenter_card, folder / "segmenter.safetensors")
+    return {"classifier": str(classifier), "segmenter": str(segmenter)}
+
+
 def jpeg_bytes(width: int = 96, height: int = 64, seed: int = 0, quality: int = 90, **save_options) -> bytes:
     rng = np.random.default_rng(seed)
     base = np.linspace(0, 255, width * height * 3).reshape(height, width, 3)

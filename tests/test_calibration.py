@@ -122,3 +122,57 @@ def test_calibrate_refuses_a_checkpoint_of_the_other_kind(random_checkpoints, ca
     assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["classifier"]),
                                 "--data", str(random_checkpoints["folder"] / "forgery")]) == 2
     assert "--classifier" in capsys.readouterr().err
+
+
+def _raw_manipulation_scores(seed=0, count=3000):
+    """Top-1% pixel means the way an over-confident segmenter gives them: authentic images score 0.9 too."""
+    rng = np.random.default_rng(seed)
+    labels = rng.random(count) < 0.5
+    logits = np.where(labels, rng.normal(4.5, 1.0, count), rng.normal(2.5, 1.0, count))
+    return sigmoid(logits), labels
+
+
+def test_platt_scaling_turns_raw_image_scores_into_probabilities():
+    from forensics.calibration import expected_calibration_error, fit_platt, platt
+
+    raw, labels = _raw_manipulation_scores()
+    fitted = fit_platt(raw, labels)
+    calibrated = platt(raw, fitted["slope"], fitted["intercept"])
+    held_raw, held_labels = _raw_manipulation_scores(seed=1)
+    held = platt(held_raw, fitted["slope"], fitted["intercept"])
+    assert expected_calibration_error(held_raw, held_labels) > 0.2  # raw: authentic images at 0.9
+    assert expected_calibration_error(held, held_labels) < 0.03
+    assert calibrated.min() >= 0 and calibrated.max() <= 1
+
+
+def test_expected_calibration_error_is_zero_for_perfect_and_large_for_overconfident_scores():
+    from forensics.calibration import expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.random(20000)
+    labels = rng.random(20000) < probabilities  # outcomes drawn at exactly the stated probability
+    assert expected_calibration_error(probabilities, labels) < 0.02
+    overconfident = np.where(probabilities >= 0.5, 0.999, 0.001)
+    assert expected_calibration_error(overconfident, labels) > 0.2
+
+
+def test_confidence_is_the_calibrated_probability_of_the_stated_verdict():
+    """With calibrated scores, the verdicts stated at confidence ~p are right about p of the time."""
+    from forensics.verdict import AUTHENTIC, decide_verdict
+
+    rng = np.random.default_rng(4)
+    count = 20000
+    ai = rng.random(count) * 0.5  # calibrated P(AI), below the threshold: never an AI verdict here
+    manipulated = rng.random(count)  # calibrated P(manipulated)
+    is_ai = rng.random(count) < ai
+    is_manipulated = rng.random(count) < manipulated
+    confidences, correct = [], []
+    for p_ai, p_manipulated, truth_ai, truth_manipulated in zip(ai, manipulated, is_ai, is_manipulated):
+        verdict = decide_verdict(float(p_ai), float(p_manipulated), 0.5, 0.5)
+        confidences.append(verdict.confidence)
+        correct.append(not truth_ai and not truth_manipulated if verdict.label == AUTHENTIC else bool(truth_manipulated))
+    confidences, correct = np.array(confidences), np.array(correct)
+    for low, high in [(0.25, 0.4), (0.4, 0.55), (0.55, 0.7), (0.7, 0.85), (0.85, 1.0)]:
+        chosen = (confidences >= low) & (confidences < high)
+        assert chosen.sum() > 500
+        assert abs(confidences[chosen].mean() - correct[chosen].mean()) < 0.03

@@ -77,6 +77,47 @@ def test_masks_decode_to_the_models_thresholded_output_at_original_size(ray_loca
         assert np.array_equal(decoded_mask.astype(bool), expected)
 
 
+def test_native_scan_masks_come_from_tiles_stitched_at_original_size(ray_local, tiny_native_checkpoints, tmp_path):
+    from forensics.inference import ClassifierPredictor
+    from forensics.tiling import count_tiles
+
+    archive = tmp_path / "photos"
+    archive.mkdir()
+    sizes = [(173, 91), (40, 30), (300, 200), (500, 400)]  # the last needs more than the card's 12 tiles
+    for index, (width, height) in enumerate(sizes):
+        (archive / f"img{index}.jpg").write_bytes(jpeg_bytes(width, height, seed=index))
+    summary = scan(archive, tmp_path / "out", tiny_native_checkpoints)
+    segmenter = SegmenterPredictor(*load_checkpoint(tiny_native_checkpoints["segmenter"]))
+    classifier = ClassifierPredictor(*load_checkpoint(tiny_native_checkpoints["classifier"]))
+    threshold = segmenter.card.threshold("pixel")
+    rows = read_scan(tmp_path / "out", summary.scan_id)
+    assert len(rows) == 4 and {r["analysis"] for r in rows} == {"native"}
+    for row in rows:
+        data = open(parse_location(row["uri"]).path, "rb").read()
+        decoded = decode_image(data, [segmenter.card.input_spec, classifier.card.input_spec])
+        view, scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
+        assert row["analysis_scale"] == pytest.approx(scale)
+        assert count_tiles(view.shape[0], view.shape[1], 64, 16) <= 12
+        probabilities = next(segmenter.probability_maps([view])).astype(np.float16).astype(np.float32)
+        expected = mask_at_original_size(probabilities, row["height"], row["width"], threshold)
+        assert np.array_equal(decode_mask(row["mask_rle"]).astype(bool), expected)
+        assert row["manipulation_score"] == pytest.approx(segmenter.image_score(probabilities), abs=1e-3)
+        ai = classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0]
+        assert row["ai_score"] == pytest.approx(float(ai), abs=1e-4)
+    by_width = {r["width"]: r for r in rows}
+    assert by_width[500]["analysis_scale"] < 1.0 and by_width[173]["analysis_scale"] == 1.0
+
+
+def test_triage_scan_analyses_a_thumbnail_and_says_so(ray_local, tiny_native_checkpoints, tmp_path):
+    archive = tmp_path / "photos"
+    archive.mkdir()
+    (archive / "a.jpg").write_bytes(jpeg_bytes(300, 200))
+    summary = scan(archive, tmp_path / "out", tiny_native_checkpoints, analysis="triage")
+    [row] = read_scan(tmp_path / "out", summary.scan_id)
+    assert (row["analysis"], row["analysis_scale"], row["status"]) == ("triage", None, "ok")
+    assert decode_mask(row["mask_rle"]).shape == (200, 300)
+
+
 def test_output_is_readable_by_duckdb_and_pyarrow_and_has_no_partial_files(ray_local, tiny_checkpoints, mixed_archive, tmp_path):
     output = tmp_path / "out"
     summary = scan(mixed_archive, output, tiny_checkpoints)

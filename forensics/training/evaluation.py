@@ -1,4 +1,4 @@
-"""Model outputs on a labelled set, preprocessed exactly as the scanner does (forensics.decode).
+"""Model outputs on a labelled set, preprocessed exactly as the scanner does (forensics.decode, forensics.tiling).
 
 Shared by `forgescan evaluate` and `forgescan calibrate`: raw logits (before
 temperature) for the classifier, and for the segmenter exact pixel counts at
@@ -14,7 +14,9 @@ from PIL import Image
 
 from forensics.calibration import sigmoid
 from forensics.decode import decode_image
+from forensics import inference
 from forensics.inference import ModelPredictor
+from forensics.tiling import classifier_view, segmenter_view
 from forensics.masks import manipulation_score, upsample_probabilities
 from forensics.metrics import PixelCounts
 from forensics.training.datasets import ImageMaskPair, LabelledImage, load_mask, read_sample_bytes
@@ -27,7 +29,7 @@ def _batches(items: list, size: int):
 
 
 def _decode(data: bytes, name: str, card) -> tuple[np.ndarray, tuple[int, int]]:
-    """The model input for `card` (its input_spec: resized or center-cropped) and the original (height, width)."""
+    """decode_image's output for `card` (resized, centre crop, or the native image) and the original (height, width)."""
     from forensics.decode import ImageDecodeError
     from forensics.training.datasets import DatasetError
 
@@ -44,8 +46,8 @@ def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage], b
 
     logits, labels = [], []
     for batch in tqdm(list(_batches(samples, batch_size)), desc=f"classifier {predictor.version}", mininterval=2.0):
-        pixels = np.stack([_decode(read_sample_bytes(s), s.uri, predictor.card)[0] for s in batch])
-        logits.append(predictor.logits(pixels).reshape(len(batch), -1)[:, 0].cpu().numpy())
+        views = np.stack([classifier_view(predictor.card, _decode(read_sample_bytes(s), s.uri, predictor.card)[0]) for s in batch])
+        logits.append(inference.classifier_logits(predictor, views))
         labels += [s.label for s in batch]
     return np.concatenate(logits).astype(np.float64), np.array(labels, dtype=int)
 
@@ -61,8 +63,15 @@ class SegmenterOutputs:
     has_mask: list[bool] = field(default_factory=list)
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # image, truth, probability
 
-    def manipulation_scores(self, temperature: float) -> np.ndarray:
-        return np.array([manipulation_score(sigmoid(row, temperature), top_fraction=1.0) for row in self.top_logits])
+    def manipulation_scores(self, temperature: float, score_calibration: dict | None = None) -> np.ndarray:
+        """Image-level scores as the scan computes them: the raw top-1% mean of the pixel map, then the
+        card's Platt scaling when `score_calibration` is given (SegmenterPredictor.image_score)."""
+        from forensics.calibration import platt
+
+        raw = np.array([manipulation_score(sigmoid(row, temperature), top_fraction=1.0) for row in self.top_logits])
+        if not score_calibration:
+            return raw
+        return platt(raw, score_calibration["slope"], score_calibration["intercept"])
 
 
 def segmenter_outputs(
@@ -81,9 +90,9 @@ def segmenter_outputs(
         for pair in batch:
             with fsspec.open(pair.image_uri, "rb") as handle:
                 pixels, (height, width) = _decode(handle.read(), pair.image_uri, card)
-            decoded.append(pixels)
+            decoded.append(segmenter_view(card, pixels)[0])
             truths.append(load_mask(pair.mask_uri, (width, height)) if pair.mask_uri else np.zeros((height, width), bool))
-        logits = predictor.logits(np.stack(decoded))[:, 0].cpu().numpy()
+        logits = inference.segmenter_logit_maps(predictor, decoded, tiles_per_batch=batch_size)
         for pixels, truth, image_logits in zip(decoded, truths, logits):
             probabilities = sigmoid(image_logits, card.temperature).astype(np.float32)
             full = upsample_probabilities(probabilities, *truth.shape)

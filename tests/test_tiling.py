@@ -1,0 +1,150 @@
+"""Native-resolution analysis: tiles cover and blend back exactly, crops spread, memory stays bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forensics.model_card import default_classifier_card, default_segmenter_card
+from forensics.tiling import (
+    blend_window,
+    count_tiles,
+    crop_origins,
+    native_crops,
+    plan_tiles,
+    segmenter_view,
+    size_within_tile_cap,
+    stitch_tiles,
+    tile_starts,
+)
+
+ODD_SIZES = [(1, 1), (1, 300), (37, 64), (64, 64), (65, 129), (200, 7), (301, 517)]
+
+
+@pytest.mark.parametrize("length", [1, 2, 63, 64, 65, 100, 127, 128, 129, 1000, 4097])
+def test_tile_starts_cover_the_side_with_at_least_the_overlap(length):
+    tile, overlap = 64, 16
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0
+    assert starts[-1] + tile >= length and (length <= tile or starts[-1] + tile == length)
+    for before, after in zip(starts, starts[1:]):
+        assert tile - (after - before) >= overlap  # neighbours share at least `overlap` pixels
+
+
+def red_channel_probabilities(tiles: np.ndarray) -> np.ndarray:
+    return tiles[..., 0].astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("height,width", ODD_SIZES)
+def test_stitched_map_has_the_original_size_and_blends_back_exactly(height, width):
+    rng = np.random.default_rng(height * 1000 + width)
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    [(probabilities, plan)] = list(stitch_tiles([image], red_channel_probabilities, tile=32, overlap=8, max_tiles=10_000))
+    assert probabilities.shape == (height, width) and plan.scale == 1.0
+    np.testing.assert_allclose(probabilities, image[..., 0] / 255.0, atol=1e-6)
+
+
+def test_a_forgery_in_one_corner_tile_is_found_there_at_full_resolution():
+    height, width = 700, 900
+    image = np.full((height, width, 3), 60, dtype=np.uint8)
+    image[640:690, 850:897] = 250  # inside the bottom-right tile only
+
+    def bright_pixels(tiles):
+        return (tiles[..., 0] > 200).astype(np.float32)
+
+    [(probabilities, plan)] = list(stitch_tiles([image], bright_pixels, tile=128, overlap=32, max_tiles=1000))
+    assert plan.scale == 1.0 and probabilities.shape == (height, width)
+    found = np.argwhere(probabilities >= 0.5)
+    assert found.min(axis=0).tolist() == [640, 850] and found.max(axis=0).tolist() == [689, 896]
+    assert int((probabilities >= 0.5).sum()) == 50 * 47
+
+
+def test_tiles_of_many_images_share_batches_and_never_exceed_the_batch_size():
+    images = [np.full((size, size, 3), size % 256, dtype=np.uint8) for size in (20, 300, 50, 130, 1)]
+    seen = []
+
+    def record(tiles):
+        seen.append(len(tiles))
+        return red_channel_probabilities(tiles)
+
+    results = list(stitch_tiles(iter(images), record, tile=64, overlap=16, max_tiles=1000, tiles_per_batch=8))
+    assert [r[0].shape for r in results] == [(20, 20), (300, 300), (50, 50), (130, 130), (1, 1)]
+    for image, (probabilities, _) in zip(images, results):  # each map is its own image's, in order
+        np.testing.assert_allclose(probabilities, image[..., 0] / 255.0, atol=1e-6)
+    total = sum(count_tiles(i.shape[0], i.shape[1], 64, 16) for i in images)
+    assert max(seen) <= 8 and sum(seen) == total
+    assert seen[0] == 8  # the first small image's tile shares its batch with the next image's tiles
+
+
+def test_a_very_large_image_is_reduced_by_the_smallest_factor_within_the_tile_cap():
+    height, width = 20_000, 12_000
+    tile, overlap, cap = 256, 32, 64
+    fitted = size_within_tile_cap(height, width, tile, overlap, cap)
+    assert count_tiles(*fitted, tile, overlap) <= cap
+    one_more = max(fitted) + 1
+    bigger = (round(height * one_more / height), round(width * one_more / height))
+    assert count_tiles(*bigger, tile, overlap) > cap  # a pixel more on the long side would need more tiles
+    plan = plan_tiles(height, width, tile, overlap, cap)
+    assert plan.scale == pytest.approx(max(fitted) / height) and len(plan.origins) <= cap
+    assert size_within_tile_cap(1000, 800, tile, overlap, cap) == (1000, 800)  # fits: native
+
+
+def test_segmenter_view_keeps_native_pixels_unless_the_cap_needs_a_reduction():
+    card = default_segmenter_card((64, 64)).replace(resize_mode="native_tiles", tile_overlap=16, max_tiles=9)
+    small = np.zeros((100, 150, 3), np.uint8)
+    view, scale = segmenter_view(card, small)
+    assert view is small and scale == 1.0
+    large = np.zeros((1000, 1500, 3), np.uint8)
+    view, scale = segmenter_view(card, large)
+    assert count_tiles(view.shape[0], view.shape[1], 64, 16) <= 9 and scale == pytest.approx(view.shape[1] / 1500, abs=2e-3)
+
+
+def test_blend_window_is_positive_everywhere_and_one_in_the_middle():
+    window = blend_window(64, 16)
+    assert window.min() > 0 and window[32, 32] == 1.0 and window[0, 0] < window[8, 8] < window[16, 16]
+
+
+def test_classifier_crops_are_spread_over_the_image_corners_and_centre():
+    origins = crop_origins(512, 768, 128, 5)
+    assert origins[0] == ((512 - 128) // 2, (768 - 128) // 2)
+    assert {(0, 0), (0, 640), (384, 0), (384, 640)} <= set(origins)
+    image = np.arange(512 * 768 * 3, dtype=np.uint32).reshape(512, 768, 3).astype(np.uint8)
+    crops = native_crops(image, 128, 128, 5)
+    assert crops.shape == (5, 128, 128, 3)
+    np.testing.assert_array_equal(crops[1], image[:128, :128])  # native pixels, not resized
+
+
+def test_an_image_smaller_than_a_crop_is_mirrored_not_enlarged():
+    image = np.random.default_rng(0).integers(0, 256, (10, 20, 3), dtype=np.uint8)
+    crops = native_crops(image, 32, 32, 3)
+    assert crops.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(crops[0][:10, :20], image)
+
+
+def test_multi_crop_classifier_averages_the_logits_of_its_crops(tiny_checkpoints):
+    from forensics.inference import ClassifierPredictor
+
+    classifier = ClassifierPredictor.from_checkpoint(tiny_checkpoints["classifier"], device=None)
+    card = classifier.card.replace(resize_mode="native_crops", crops=4)
+    classifier.card = card
+    image = np.random.default_rng(1).integers(0, 256, (150, 210, 3), dtype=np.uint8)
+    view = classifier.view(image)
+    assert view.shape == (4, *card.input_size, 3)
+    together = classifier.image_logits(view[None])[0]
+    separately = classifier.image_logits(view).mean()
+    assert together == pytest.approx(separately, abs=1e-4)
+
+
+def test_segmenter_maps_are_the_same_whether_images_are_batched_together_or_alone(tiny_checkpoints):
+    from forensics.inference import SegmenterPredictor
+
+    segmenter = SegmenterPredictor.from_checkpoint(tiny_checkpoints["segmenter"], device=None)
+    segmenter.card = segmenter.card.replace(resize_mode="native_tiles", tile_overlap=16)
+    segmenter.tiles_per_batch = 5
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((90, 130, 3), (64, 64, 3), (7, 200, 3))]
+    together = list(segmenter.probability_maps(images))
+    alone = [next(segmenter.probability_maps([image])) for image in images]
+    for image, joint, single in zip(images, together, alone):
+        assert joint.shape == image.shape[:2]
+        np.testing.assert_allclose(joint, single, atol=1e-4)
