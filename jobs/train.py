@@ -12,6 +12,7 @@ JSON and pictures (confusion matrix, ROC, training curves).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -24,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from forensics.model_card import NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard
 from jobs.cli import run_module
 
 MODELS = ("classifier", "segmenter")
+
+
+_CARD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelCard)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max-folds", type=int, help="classifier: train only the first N of the K folds (quick runs)")
     model = parser.add_argument_group("model")
     model.add_argument("--input-size", type=int, default=256, help="square model input in pixels (written to the card)")
-    model.add_argument("--resize-mode", choices=("resize", "center_crop"), default="resize",
-                       help="classifier: squash the whole image to the input size, or crop it at native resolution "
-                            "(keeps generator traces that resizing erases); the scanner follows the card")
+    model.add_argument("--resize-mode", choices=RESIZE_MODES,
+                       help="how images become model input, written to the card and followed by the scanner: "
+                            "classifier native_crops (default: native-resolution crops, which keep generator traces that "
+                            "resizing erases), center_crop or resize; segmenter native_tiles (default: native-resolution "
+                            "tiles stitched back at full size) or resize")
+    model.add_argument("--crops", type=int, default=_CARD_DEFAULTS["crops"],
+                       help=f"classifier, native_crops: crops scored per image (default {_CARD_DEFAULTS['crops']})")
+    model.add_argument("--tile-overlap", type=int, default=_CARD_DEFAULTS["tile_overlap"],
+                       help=f"segmenter, native_tiles: pixels shared by neighbouring tiles (default {_CARD_DEFAULTS['tile_overlap']})")
+    model.add_argument("--max-tiles", type=int, default=_CARD_DEFAULTS["max_tiles"],
+                       help="segmenter, native_tiles: larger images are reduced to fit this many tiles "
+                            f"(default {_CARD_DEFAULTS['max_tiles']})")
     model.add_argument("--classifier-name", default="efficientnet_b0", help="timm model name")
     model.add_argument("--arch", default="Unet", help="segmenter architecture (smp)")
     model.add_argument("--encoder", default="efficientnet-b0", help="segmenter encoder (smp)")
@@ -209,7 +223,8 @@ def train_classifier(args) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     card = default_classifier_card((args.input_size, args.input_size)).replace(
         architecture={"name": args.classifier_name},
-        resize_mode=args.resize_mode,
+        resize_mode=args.resize_mode or NATIVE_CROPS,
+        crops=args.crops,
         version=_version(args, args.classifier_name),
         trained=True,
         training_data={"source": str(args.data), **fingerprint_samples(samples)},
@@ -251,6 +266,9 @@ def train_segmenter(args) -> dict[str, Any]:
     architecture = {"arch": args.arch, "encoder_name": args.encoder, "classes": args.classes}
     card = default_segmenter_card((args.input_size, args.input_size)).replace(
         architecture=architecture,
+        resize_mode=args.resize_mode or NATIVE_TILES,
+        tile_overlap=args.tile_overlap,
+        max_tiles=args.max_tiles,
         version=_version(args, f"{args.arch.lower()}-{args.encoder}"),
         trained=True,
         training_data={"source": str(args.data), "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),

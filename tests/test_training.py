@@ -216,10 +216,12 @@ def test_ray_train_segmenter_writes_loss_curves_and_pixel_metrics(tiny_datasets,
     from jobs import train
 
     args = _train_args(model="segmenter", data=tiny_datasets / "forgery", output=tmp_path, valid_fraction=0.3,
-                       epochs=1, batch_size=4, input_size=64, threads=1, cpus_per_worker=1, arch="FPN")
+                       epochs=1, batch_size=4, input_size=64, threads=1, cpus_per_worker=1, arch="FPN",
+                       tile_overlap=8, max_tiles=50)
     assert train.run(args) == 0
     card = read_card(tmp_path / "segmenter.safetensors")
     assert card.architecture["arch"] == "FPN" and card.trained
+    assert (card.resize_mode, card.tile_overlap, card.max_tiles) == ("native_tiles", 8, 50)  # native by default
     assert {"pixel", "manipulated"} <= set(card.thresholds)
     assert "pixel_f1" in card.metrics["validation_at_best_epoch"]
     assert (tmp_path / "training_curves.png").exists() and (tmp_path / "validation_curves.png").exists()
@@ -248,3 +250,21 @@ def test_center_crop_cards_train_on_native_pixels_and_validate_on_the_scanner_cr
     assert np.array_equal(validation, center_crop(image, 32, 32))
     with pytest.raises(ValueError, match="segmenter"):
         augment(rng, image, (32, 32), AugmentConfig.none(), mask=np.zeros((80, 100), bool), resize_mode="center_crop")
+
+
+def test_native_tile_segmenter_trains_on_a_native_window_with_its_mask():
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    mask = np.zeros((90, 120), bool)
+    mask[10:40, 70:110] = True
+    pixels, window_mask = augment(rng, Image.fromarray(original), (32, 32), AugmentConfig.none(), mask=mask,
+                                  resize_mode="native_tiles")
+    matches = [(t, l) for t in range(59) for l in range(89) if np.array_equal(pixels, original[t : t + 32, l : l + 32])]
+    assert len(matches) == 1  # a native window, pixel for pixel
+    top, left = matches[0]
+    assert np.array_equal(window_mask, mask[top : top + 32, left : left + 32])  # with the mask cut at the same place
+    small = Image.fromarray(original[:20, :25])  # smaller than a tile: mirrored like the scan's edge tiles
+    pixels, window_mask = augment(rng, small, (32, 32), AugmentConfig.none(), mask=mask[:20, :25], resize_mode="native_tiles")
+    assert pixels.shape == (32, 32, 3) and np.array_equal(pixels[:20, :25], original[:20, :25])
+    assert np.array_equal(window_mask[:20, :25], mask[:20, :25])
+

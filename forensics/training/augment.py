@@ -4,7 +4,9 @@ Random JPEG re-compression, blur and resize run on real and fake images alike
 (so a model cannot learn the container instead of the content); geometric
 steps move a segmentation mask with its image. The last step resizes to the
 model input exactly as the scanner does: bilinear resize (PIL reducing gap 2),
-or, for a card with `resize_mode: center_crop`, a native-resolution crop.
+or, for a native card (`center_crop`, `native_crops`, `native_tiles`), a window
+at native resolution cut by forensics.tiling.cut (mirrored where the image is
+smaller), so the model trains on the pixels the scan's crops and tiles show it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from forensics.decode import CENTER_CROP, center_crop
+from forensics.model_card import NATIVE_CROPS, NATIVE_TILES
+from forensics.tiling import cut
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,26 @@ def random_crop_native(rng: np.random.Generator, image: Image.Image, input_size:
     return np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 
+def native_window(
+    rng: np.random.Generator, image: Image.Image, mask_image: Image.Image | None, input_size: tuple[int, int], random: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One tile-sized window of the image (and its mask) at native resolution: where the scan's tiles look.
+
+    Random position in training, the centre in validation; mirrored at the edges like a scan tile.
+    """
+    height, width = input_size
+    pixels = np.asarray(image, dtype=np.uint8)
+    top = int(rng.integers(0, max(0, image.height - height) + 1)) if random else max(0, (image.height - height) // 2)
+    left = int(rng.integers(0, max(0, image.width - width) + 1)) if random else max(0, (image.width - width) // 2)
+    window = cut(pixels, top, left, height, width)
+    if mask_image is None:
+        return window, None
+    if mask_image.size != image.size:  # geometric augmentation resized the image: move the mask with it
+        mask_image = mask_image.resize(image.size, Image.NEAREST)
+    mask = cut(np.asarray(mask_image) > 127, top, left, height, width)
+    return window, mask
+
+
 def jpeg_recompress(image: Image.Image, quality: int) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=int(quality))
@@ -75,8 +99,8 @@ def augment(
     scanner does; ``center_crop`` keeps native pixels, cropping at random
     (`random_crop`, training) or in the centre (validation, as the scanner does).
     """
-    if resize_mode == CENTER_CROP and mask is not None:
-        raise ValueError("resize_mode `center_crop` is for classifiers; a segmenter's mask must cover the whole image.")
+    if resize_mode in (CENTER_CROP, NATIVE_CROPS) and mask is not None:
+        raise ValueError(f"resize_mode `{resize_mode}` is for classifiers; a segmenter uses `resize` or `native_tiles`.")
     mask_image = None if mask is None else Image.fromarray(mask.astype(np.uint8) * 255)
     if rng.random() < config.flip_probability:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -89,7 +113,9 @@ def augment(
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(*config.blur_radius))))
     if rng.random() < config.jpeg_probability:
         image = jpeg_recompress(image, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
-    if resize_mode == CENTER_CROP:
+    if resize_mode == NATIVE_TILES:
+        return native_window(rng, image, mask_image, input_size, random_crop)
+    if resize_mode in (CENTER_CROP, NATIVE_CROPS):
         pixels = random_crop_native(rng, image, input_size) if random_crop else center_crop(image, *input_size)
     else:
         pixels = np.asarray(resize_like_scanner(image, input_size), dtype=np.uint8)

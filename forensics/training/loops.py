@@ -124,7 +124,8 @@ class SegmentationPairs(_EpochSeeded):
         with fsspec.open(sample.image_uri, "rb") as handle:
             image = open_rgb(handle.read(), sample.image_uri)
         mask = load_mask(sample.mask_uri, image.size) if sample.mask_uri else np.zeros(image.size[::-1], bool)
-        pixels, mask = augment(self.rng(index), image, self.input_size, self.augment_config, mask=mask)
+        pixels, mask = augment(self.rng(index), image, self.input_size, self.augment_config, mask=mask,
+                               resize_mode=self.resize_mode, random_crop=self.training)
         return torch.from_numpy(pixels.copy()), torch.from_numpy(mask.copy())
 
 
