@@ -1,0 +1,174 @@
+"""An independent check of the shipped models: photographs and procedures they were never trained on.
+
+The sample photographs of scikit-learn (china, flower) and matplotlib
+(grace_hopper) are reserved for this: no model is trained, calibrated,
+selected or tuned on them. Made here, with procedures that differ from
+forensics.synthetic's: authentic native-resolution crops; splices whose donor
+region is resampled (bicubic, 0.6-1.6x), pasted with hard or blurred edges and
+JPEG-compressed once afterwards; generated stand-ins from a different
+up-sampling chain (bicubic down, bilinear up, a random smoothing kernel).
+Each image goes through the scan's own forensics path (decode_image, the
+cards' native views, stitched tiles, calibrated scores), so the figures are
+what a scan of this archive would write. A check that reports; it never asserts.
+
+    python -m bench.independent_check [--count 60] [--analysis native|triage] [--output bench/results/independent_check.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def reserved_photographs() -> list[tuple[str, np.ndarray]]:
+    import matplotlib.cbook
+    import sklearn.datasets
+
+    photos = [(name, image) for name, image in zip(("china", "flower"), sklearn.datasets.load_sample_images().images)]
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photos.append(("grace_hopper", np.asarray(Image.open(handle).convert("RGB"))))
+    return photos
+
+
+def _crop(rng, photo: np.ndarray, low: int = 256) -> np.ndarray:
+    height, width = photo.shape[:2]
+    crop_h = int(rng.integers(min(low, height), height + 1))
+    crop_w = int(rng.integers(min(low, width), width + 1))
+    top, left = int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1))
+    return photo[top : top + crop_h, left : left + crop_w]
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _region(rng, height: int, width: int) -> np.ndarray:
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    region_h, region_w = int(height * rng.uniform(0.15, 0.4)), int(width * rng.uniform(0.15, 0.4))
+    top, left = int(rng.integers(0, height - region_h)), int(rng.integers(0, width - region_w))
+    if rng.random() < 0.5:
+        draw.ellipse([left, top, left + region_w, top + region_h], fill=255)
+    else:
+        points = [(left + rng.uniform(0, region_w), top + rng.uniform(0, region_h)) for _ in range(6)]
+        draw.polygon(points, fill=255)
+    return np.asarray(mask) > 127
+
+
+def spliced(rng, target: np.ndarray, donor_photo: np.ndarray) -> tuple[bytes, np.ndarray]:
+    height, width = target.shape[:2]
+    factor = rng.uniform(0.6, 1.6)
+    donor = _crop(rng, donor_photo, low=128)
+    donor = np.asarray(Image.fromarray(donor).resize((max(8, int(donor.shape[1] * factor)), max(8, int(donor.shape[0] * factor))), Image.BICUBIC))
+    from forensics.tiling import cut
+
+    donor = cut(donor, 0, 0, height, width)  # the resampled donor at the target's size (mirrored where smaller)
+    mask = _region(rng, height, width)
+    alpha = mask.astype(np.float32)
+    if rng.random() < 0.5:  # blurred edges
+        alpha = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(1, 3))), np.float32) / 255
+    image = (target * (1 - alpha[..., None]) + donor * alpha[..., None]).round().clip(0, 255).astype(np.uint8)
+    return _jpeg(image, int(rng.integers(75, 96))), mask
+
+
+def generated(rng, image: np.ndarray) -> bytes:
+    import torch
+    import torch.nn.functional as F
+
+    height, width = image.shape[:2]
+    small = np.asarray(Image.fromarray(image).resize((max(4, width // 2), max(4, height // 2)), Image.BICUBIC), np.float32)
+    tensor = torch.from_numpy(small).permute(2, 0, 1)[None] / 255.0
+    up = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
+    kernel = torch.from_numpy(rng.normal(0, 1, (3, 1, 3, 3)).astype(np.float32)).abs()
+    kernel = kernel / kernel.sum(dim=(2, 3), keepdim=True)
+    smooth = F.conv2d(F.pad(up, (1, 1, 1, 1), mode="reflect"), kernel, groups=3)
+    out = (smooth[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return _jpeg(out, int(rng.integers(80, 96)))
+
+
+def build_archive(count: int, seed: int = 2026):
+    """`count` objects, a third each: authentic, spliced (with masks), generated stand-ins."""
+    rng = np.random.default_rng(seed)
+    photos = reserved_photographs()
+    objects = []
+    for index in range(count):
+        name, photo = photos[(index // 3) % len(photos)]  # every kind from every photograph
+        base = _crop(rng, photo)
+        kind = ("authentic", "spliced", "generated")[index % 3]
+        if kind == "authentic":
+            data, mask = _jpeg(np.ascontiguousarray(base), int(rng.integers(75, 96))), np.zeros(base.shape[:2], bool)
+        elif kind == "spliced":
+            donor = photos[(index + 1 + int(rng.integers(0, len(photos) - 1))) % len(photos)][1]
+            data, mask = spliced(rng, np.ascontiguousarray(base), donor)
+        else:
+            data, mask = generated(rng, np.ascontiguousarray(base)), np.zeros(base.shape[:2], bool)
+        objects.append({"name": f"{index:03d}_{kind}_{name}", "kind": kind, "data": data, "mask": mask})
+    return objects
+
+
+def run_check(count: int, analysis: str) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from forensics.checkpoint import bundled_checkpoint
+    from forensics.decode import decode_image
+    from forensics.inference import ClassifierPredictor, SegmenterPredictor
+    from forensics.masks import mask_at_original_size
+    from forensics.metrics import PixelCounts
+
+    classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint("classifier"))
+    segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint("segmenter"))
+    if analysis == "triage":
+        classifier.card, segmenter.card = classifier.card.for_triage(), segmenter.card.for_triage()
+    threshold = segmenter.card.threshold("pixel")
+    counts, all_ones = PixelCounts(), PixelCounts()
+    rows = []
+    for item in build_archive(count):
+        decoded = decode_image(item["data"], [classifier.card.input_spec, segmenter.card.input_spec])
+        ai = float(classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0])
+        view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
+        probabilities = next(segmenter.probability_maps([view]))
+        score = segmenter.image_score(probabilities)
+        predicted = mask_at_original_size(probabilities, decoded.height, decoded.width, threshold)
+        if item["kind"] != "generated":
+            counts.add(predicted, item["mask"])
+            all_ones.add(np.ones_like(item["mask"]), item["mask"])
+        rows.append({"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score})
+    kinds = np.array([r["kind"] for r in rows])
+    ai_scores = np.array([r["ai_score"] for r in rows])
+    manipulation = np.array([r["manipulation_score"] for r in rows])
+    not_generated = kinds != "generated"
+    return {
+        "command": "python -m bench.independent_check " + " ".join(sys.argv[1:]),
+        "images": count, "analysis": analysis,
+        "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version},
+        "pixel_f1": counts.to_dict().get("pixel_f1"), "pixel_f1_all_ones_mask": all_ones.to_dict().get("pixel_f1"),
+        "manipulation_roc_auc": float(roc_auc_score(kinds[not_generated] == "spliced", manipulation[not_generated])),
+        "ai_generated_roc_auc": float(roc_auc_score(kinds == "generated", ai_scores)),
+        "ai_generated_roc_auc_vs_authentic": float(roc_auc_score(kinds[kinds != "spliced"] == "generated", ai_scores[kinds != "spliced"])),
+        "authentic_called_ai": int(((kinds == "authentic") & (ai_scores >= classifier.card.threshold("ai_generated"))).sum()),
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--analysis", choices=("native", "triage"), default="native")
+    parser.add_argument("--output", type=Path, default=Path("bench/results/independent_check.json"))
+    args = parser.parse_args()
+    result = run_check(args.count, args.analysis)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
