@@ -1,0 +1,110 @@
+"""What native-resolution analysis costs per megapixel, against the triage view, on this machine.
+
+For a few image sizes, times the shipped models through the scan's forensics path
+(decode_image, the cards' views, stitched tiles) and a bare tiled loop (the same
+tiles stacked and pushed through the segmenter, nothing else), and reports
+images/s, tiles/s and seconds per megapixel. A benchmark: it reports, it never asserts.
+
+    python -m bench.tiling_cost [--sizes 512x384,1024x768,2048x1536] [--threads 1] [--output bench/results/tiling_cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _photo_like(width: int, height: int, seed: int) -> bytes:
+    from forensics.synthetic import real_photographs
+
+    name, photo = real_photographs()[seed % len(real_photographs())]
+    image = Image.fromarray(photo).resize((width, height), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _time(function, repeats: int) -> float:
+    function()  # warm-up: oneDNN builds its kernels on first use
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats
+
+
+def measure(width: int, height: int, repeats: int) -> dict:
+    from forensics.checkpoint import bundled_checkpoint
+    from forensics.decode import decode_image
+    from forensics.inference import ClassifierPredictor, SegmenterPredictor
+    from forensics.tiling import count_tiles, cut, tile_grid
+
+    classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint("classifier"))
+    segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint("segmenter"))
+    data = _photo_like(width, height, seed=width)
+    result = {"width": width, "height": height, "megapixels": round(width * height / 1e6, 3)}
+    for analysis in ("native", "triage"):
+        c_card = classifier.card if analysis == "native" else classifier.card.for_triage()
+        s_card = segmenter.card if analysis == "native" else segmenter.card.for_triage()
+
+        def one_image():
+            classifier.card, segmenter.card = c_card, s_card
+            decoded = decode_image(data, [c_card.input_spec, s_card.input_spec])
+            classifier.predict(classifier.view(decoded.inputs[c_card.input_spec])[None])
+            view, _ = segmenter.view(decoded.inputs[s_card.input_spec])
+            segmenter.image_score(next(segmenter.probability_maps([view])))
+
+        seconds = _time(one_image, repeats)
+        tiles = count_tiles(height, width, s_card.input_size[0], s_card.tile_overlap) if s_card.resize_mode == "native_tiles" else 1
+        result[analysis] = {"seconds_per_image": round(seconds, 3), "seconds_per_megapixel": round(seconds / result["megapixels"], 3),
+                            "segmenter_inputs": tiles, "tiles_per_s": round(tiles / seconds, 2)}
+    card = segmenter.card
+    if card.resize_mode == "native_tiles":
+        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        tile = card.input_size[0]
+        tiles = np.stack([cut(image, top, left, tile, tile) for top, left in tile_grid(height, width, tile, card.tile_overlap)])
+
+        def bare_tiles():
+            for start in range(0, len(tiles), segmenter.tiles_per_batch):
+                segmenter.predict(tiles[start : start + segmenter.tiles_per_batch])
+
+        seconds = _time(bare_tiles, repeats)
+        result["bare_tiled_loop"] = {"seconds_per_image": round(seconds, 3), "tiles_per_s": round(len(tiles) / seconds, 2)}
+        result["native_tiles_per_s_ratio_to_bare"] = round(result["native"]["tiles_per_s"] / result["bare_tiled_loop"]["tiles_per_s"], 3)
+    return result
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="512x384,1024x768,2048x1536")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one model actor per core)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=Path("bench/results/tiling_cost.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from forensics.checkpoint import read_card, bundled_checkpoint
+
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    results = {
+        "command": "python -m bench.tiling_cost " + " ".join(sys.argv[1:]),
+        "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": args.threads},
+        "cards": {kind: {k: getattr(read_card(bundled_checkpoint(kind)), k) for k in ("version", "input_size", "resize_mode", "crops", "tile_overlap", "max_tiles")}
+                  for kind in ("classifier", "segmenter")},
+        "sizes": [measure(width, height, args.repeats) for width, height in sizes],
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, default=list) + "\n")
+    print(json.dumps(results, indent=2, default=list))
+
+
+if __name__ == "__main__":
+    main()
