@@ -200,21 +200,30 @@ def write_sample_archive(directory: str | Path, seed: int = 0, spliced_per_photo
 
 
 # --- Training datasets -----------------------------------------------------------------------------
-# Held-out photographs never appear in a `train` dataset, so held-out figures measure generalisation
-# to unseen scenes, not memory of the 13 training photographs. The motorcycle pair is held out together.
+# Three disjoint sets of photographs: `train`, `calibration` (temperatures and thresholds are fitted
+# here) and `heldout` (test figures). No photograph is in two of them, so held-out figures measure
+# generalisation to unseen scenes and calibration never sees a test photograph. The motorcycle
+# stereo pair (two views of one scene) is held out together.
 HELD_OUT_PHOTOS = ("chelsea", "coins", "grass", "motorcycle_left", "motorcycle_right")
-PHOTO_SPLITS = ("train", "heldout", "all")
+CALIBRATION_PHOTOS = ("rocket", "clock", "gravel")
+PHOTO_SPLITS = ("train", "calibration", "heldout", "all")
 
 
 def photographs_for_split(split: str) -> tuple[tuple[str, np.ndarray], ...]:
-    """The photographs of one split: `train` (all but HELD_OUT_PHOTOS), `heldout`, or `all`."""
+    """The photographs of one split: `train` (all but the held-out and calibration photos), `calibration`,
+    `heldout`, or `all`."""
     if split not in PHOTO_SPLITS:
         raise ValueError(f"Wrong photo split `{split}`, supported splits: {list(PHOTO_SPLITS)}")
     photos = real_photographs()
     if split == "all":
         return photos
-    held_out = split == "heldout"
-    return tuple((name, photo) for name, photo in photos if (name in HELD_OUT_PHOTOS) == held_out)
+    members = {"heldout": HELD_OUT_PHOTOS, "calibration": CALIBRATION_PHOTOS}.get(split)
+    if members is None:
+        return tuple((name, photo) for name, photo in photos if name not in HELD_OUT_PHOTOS + CALIBRATION_PHOTOS)
+    return tuple((name, photo) for name, photo in photos if name in members)
+
+
+SAMPLES_FILE = "samples.csv"  # one row per image of a real-fake dataset: file, label, family, photo, chain
 
 
 def write_real_fake_dataset(
@@ -223,30 +232,60 @@ def write_real_fake_dataset(
     seed: int,
     size: int = 128,
     split: str = "train",
-    jpeg_quality=(70, 96),
     max_size: int | None = None,
+    families: tuple[str, ...] | None = None,
+    post_processing=None,
 ) -> dict[str, int]:
-    """A classifier dataset: `real/*.jpg` photo crops and `fake/*.jpg` generated stand-ins of other crops.
+    """A classifier dataset: `real/*` photo crops and `fake/<family>/*` re-drawn by generator families.
 
-    Both classes are cut from the same photographs at the same sizes (`size`, or
-    uniform in [size, max_size]) and saved as JPEG at the same random qualities,
-    so only the generator trace separates them. Returns the images written per class.
+    Half the images are real; the other half are spread evenly over `families`
+    (default: every family of forensics.generators). Both classes are cut from
+    the same photographs at many crops and scales, final sizes uniform in
+    [size, max_size] (or `size`), and go through the same random post-processing
+    chain (resize, mild noise, JPEG / WebP / PNG; forensics.generators.post_process),
+    so only the generator's trace separates them. `samples.csv` records each
+    image's label, family, source photograph and chain. Returns images per class and family.
     """
+    import csv
+
+    from forensics.generators import GENERATOR_FAMILIES, REAL_FAMILY, PostProcessing, generate, post_process
+
+    families = tuple(families or GENERATOR_FAMILIES)
+    unknown = sorted(set(families) - set(GENERATOR_FAMILIES))
+    if unknown:
+        raise ValueError(f"Wrong generator families {unknown}, supported families: {list(GENERATOR_FAMILIES)}")
+    post_processing = post_processing or PostProcessing()
     directory = Path(directory)
     rng = np.random.default_rng(seed)
     photos = photographs_for_split(split)
-    counts = {"real": 0, "fake": 0}
-    for folder in counts:
-        (directory / folder).mkdir(parents=True, exist_ok=True)
+    counts = {"real": 0, "fake": 0, **{family: 0 for family in families}}
+    (directory / "real").mkdir(parents=True, exist_ok=True)
+    for family in families:
+        (directory / "fake" / family).mkdir(parents=True, exist_ok=True)
+    rows = []
     for index in range(n):
-        label = "fake" if index % 2 else "real"
+        is_fake = index % 2 == 1
+        family = families[(index // 2) % len(families)] if is_fake else REAL_FAMILY
         name, photo = photos[int(rng.integers(len(photos)))]
-        crop = random_crop(rng, photo, size if max_size is None else int(rng.integers(size, max_size + 1)))
-        if label == "fake":
-            crop = generated_standin(rng, crop)
-        quality = int(rng.integers(*jpeg_quality))
-        Image.fromarray(crop).save(directory / label / f"{seed}_{index:05d}_{name}.jpg", quality=quality)
-        counts[label] += 1
+        final = size if max_size is None else int(rng.integers(size, max_size + 1))
+        scale = post_processing.draw_scale(rng)
+        drawn = max(16, int(round(final / scale)))  # the chain's resize brings it to `final`
+        crop = random_crop(rng, photo, drawn)
+        if is_fake:
+            crop = generate(rng, crop, family)
+        data, suffix, chain = post_process(rng, crop, (final, final), post_processing)
+        relative = f"fake/{family}" if is_fake else "real"
+        file_name = f"{seed}_{index:05d}_{name}{suffix}"
+        (directory / relative / file_name).write_bytes(data)
+        rows.append({"file": f"{relative}/{file_name}", "label": "fake" if is_fake else "real", "family": family,
+                     "photo": name, "split": split, "chain": chain})
+        counts["fake" if is_fake else "real"] += 1
+        if is_fake:
+            counts[family] += 1
+    with open(directory / SAMPLES_FILE, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])
+        writer.writeheader()
+        writer.writerows(rows)
     return counts
 
 

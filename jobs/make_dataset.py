@@ -4,16 +4,22 @@
     forgescan make-dataset real-fake --output .data/realfake/heldout --count 400 --seed 2 --split heldout
 
 `forgery` writes DEFACTO-style `images/` + `masks/` (spliced and authentic
-images); `real-fake` writes `real/` + `fake/` (generated stand-ins). The
-`heldout` split uses photographs that the `train` split never contains. These
-are stand-ins for real datasets; see docs/training.md for DEFACTO / OpenFake.
+images); `real-fake` writes `real/` + `fake/<family>/` (photographs re-drawn by
+the generator families of forensics.generators, every image through the same
+post-processing chain) and `samples.csv` (label, family, photograph, chain of
+each image). The `train`, `calibration` and `heldout` splits use disjoint sets
+of photographs. Each dataset folder gets `dataset.json` with the command that
+wrote it, which `forgescan train` copies into the model card's `reproduce`.
+These are stand-ins for real datasets; see docs/training.md for DEFACTO / OpenFake.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+from pathlib import Path
 
 from jobs.cli import run_module
 
@@ -31,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-size", type=int, help="real-fake: draw each image's size uniformly from [--size, --max-size]")
     parser.add_argument("--split", choices=PHOTO_SPLITS, default="train", help="which source photographs to use")
     parser.add_argument("--authentic-fraction", type=float, default=0.2, help="forgery: share of untouched images (empty masks)")
+    parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
+                        help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,10 +51,39 @@ def run(args: argparse.Namespace) -> int:
         counts = write_forgery_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                        authentic_fraction=args.authentic_fraction)
     else:
-        counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,
-                                         max_size=args.max_size)
-    print(json.dumps({"output": args.output, "split": args.split, "seed": args.seed, **counts}))
+        try:
+            counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,
+                                             max_size=args.max_size, families=tuple(args.families or ()))
+        except ValueError as error:
+            print(f"forgescan make-dataset: {error}", file=sys.stderr)
+            return 2
+    summary = {"output": args.output, "split": args.split, "seed": args.seed, **counts}
+    write_dataset_record(Path(args.output), command_line(), summary)
+    print(json.dumps(summary))
     return 0
+
+
+DATASET_RECORD = "dataset.json"
+
+
+def command_line() -> str:
+    """This invocation as a command a user can paste (`forgescan make-dataset ...`)."""
+    program = Path(sys.argv[0]).name
+    skip = 2 if program in ("forgescan", "cli.py") else 1
+    return " ".join(["forgescan make-dataset"] + [shlex.quote(a) for a in sys.argv[skip:]])
+
+
+def write_dataset_record(folder: Path, command: str, summary: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DATASET_RECORD).write_text(json.dumps({"command": command, **summary}, indent=2) + "\n")
+
+
+def dataset_command(folder: str | Path) -> str | None:
+    """The command recorded in a dataset folder's dataset.json, or None (not made by make-dataset)."""
+    record = Path(folder) / DATASET_RECORD
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text()).get("command")
 
 
 if __name__ == "__main__":

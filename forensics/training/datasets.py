@@ -37,6 +37,7 @@ class LabelledImage:
     uri: str
     label: int
     row: int | None = None  # row index inside a Parquet file; None for an image file
+    family: str | None = None  # generator family (the folder under `fake/`, or Parquet's `model`); None if unknown
 
 
 @dataclass(frozen=True)
@@ -69,21 +70,29 @@ def _list_images(filesystem, root: str) -> list[str]:
 
 def label_from_folder(parts: list[str]) -> int | None:
     """The label named by the nearest class folder in a path (real = 0, fake = 1), or None."""
-    for part in reversed(parts):
-        name = part.lower()
+    return label_and_family_from_folder(parts)[0]
+
+
+def label_and_family_from_folder(parts: list[str]) -> tuple[int | None, str | None]:
+    """The label of the nearest class folder, and the family: the folder right below a `fake/` folder
+    (`fake/<family>/x.jpg`, as `forgescan make-dataset real-fake` writes), `real` for real images."""
+    for position in range(len(parts) - 1, -1, -1):
+        name = parts[position].lower()
         if name in REAL_FOLDER_NAMES:
-            return REAL
+            return REAL, "real"
         if name in FAKE_FOLDER_NAMES:
-            return FAKE
-    return None
+            return FAKE, parts[position + 1] if position + 1 < len(parts) else None
+    return None, None
 
 
 def find_labelled_images(root: str | Path) -> list[LabelledImage]:
     """Classifier samples from a folder dataset or from Parquet (a file or a folder of shards).
 
     Folder layout: images under `real/` and `fake/` folders at any depth (also
-    `0_real/`, `1_fake/`, `Real/`, `Fake/`). Parquet: an `image` column (struct
-    with `bytes`, or plain binary) and a `label` column (`real`/`fake` or 0/1).
+    `0_real/`, `1_fake/`, `Real/`, `Fake/`); a folder right below `fake/` names the
+    generator family. Parquet: an `image` column (struct with `bytes`, or plain
+    binary), a `label` column (`real`/`fake` or 0/1) and, optionally, OpenFake's
+    `model` column (the generator: the family of a fake row).
     """
     root = str(root)
     filesystem, path = _filesystem(root)
@@ -96,9 +105,9 @@ def find_labelled_images(root: str | Path) -> list[LabelledImage]:
     samples = []
     for file_path in _list_images(filesystem, path):
         relative = file_path[len(path.rstrip("/")) + 1 :].split("/")
-        label = label_from_folder(relative[:-1])
+        label, family = label_and_family_from_folder(relative[:-1])
         if label is not None:
-            samples.append(LabelledImage(_full_uri(filesystem, file_path), label))
+            samples.append(LabelledImage(_full_uri(filesystem, file_path), label, family=family))
     labels = {s.label for s in samples}
     if labels != {REAL, FAKE}:
         found = "no labelled images" if not samples else f"only {'real' if REAL in labels else 'fake'} images"
@@ -122,15 +131,19 @@ def _parquet_samples(filesystem, shards: list[str]) -> list[LabelledImage]:
                     "column (struct with `bytes`) and a `label` column (real/fake), as in OpenFake."
                 )
             handle.seek(0)
-            labels = pq.read_table(handle, columns=["label"]).column("label").to_pylist()
-        for row, value in enumerate(labels):
+            columns = ["label"] + (["model"] if "model" in schema.names else [])
+            table = pq.read_table(handle, columns=columns)
+            labels = table.column("label").to_pylist()
+            models = table.column("model").to_pylist() if "model" in columns else [None] * len(labels)
+        for row, (value, model) in enumerate(zip(labels, models)):
             label = LABEL_NAMES.get(str(value).strip().lower())
             if label is None:
                 raise DatasetError(
                     f"Parquet file {_full_uri(filesystem, shard)} row {row} has label {value!r}; "
                     "expected `real` or `fake` (or 0 / 1)."
                 )
-            samples.append(LabelledImage(_full_uri(filesystem, shard), label, row))
+            family = "real" if label == REAL else (str(model) if model is not None else None)
+            samples.append(LabelledImage(_full_uri(filesystem, shard), label, row, family))
     if not samples:
         raise DatasetError(f"Parquet shards {shards[:3]} hold no rows.")
     return samples
@@ -211,7 +224,22 @@ def fingerprint_samples(samples: list[LabelledImage] | list[ImageMaskPair]) -> d
     if samples and isinstance(samples[0], LabelledImage):
         summary["real"] = sum(s.label == REAL for s in samples)
         summary["fake"] = sum(s.label == FAKE for s in samples)
+        families = sorted({s.family for s in samples if s.label == FAKE and s.family})
+        if families:
+            summary["fake_families"] = {family: sum(s.family == family for s in samples) for family in families}
     return summary
+
+
+def without_families(samples: list[LabelledImage], excluded: list[str] | tuple[str, ...]) -> list[LabelledImage]:
+    """The samples minus the fakes of the `excluded` generator families (for leave-one-family-out runs)."""
+    if not excluded:
+        return list(samples)
+    known = {s.family for s in samples if s.label == FAKE}
+    missing = sorted(set(excluded) - known)
+    if missing:
+        raise DatasetError(f"Generator families {missing} are not in this dataset; its fake families are {sorted(f for f in known if f)}. "
+                           "Families are the folders under `fake/` (or Parquet's `model` column).")
+    return [s for s in samples if not (s.label == FAKE and s.family in excluded)]
 
 
 # --- reading -----------------------------------------------------------------------------------------
