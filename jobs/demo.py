@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print_findings(output, summary.scan_id)
     print_scorecard(archive, output, summary.scan_id)
-    from jobs import report
+    from jobs.cli import main as forgescan
 
-    report.run(argparse.Namespace(output=str(output), scan_id=summary.scan_id, top=12, picture=None, endpoint_url=None))
+    forgescan(["report", str(output), "--scan-id", summary.scan_id, "--limit", "24"])
     return 0
 
 

@@ -1,79 +1,104 @@
-"""`forgescan report DEST`: summarise a scan and render its most suspicious images with their masks."""
+"""`forgescan report DEST`: a self-contained HTML report (and optionally a PNG contact sheet) of a scan output."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
-
-from forensics.masks import decode_mask
-from forensics.visualize import contact_sheet, overlay_mask
-from pipeline import schema
-from pipeline.state import COMPLETE, ScanState
-from pipeline.storage import parse_location, read_object, storage_options_key
+from forensics.verdict import VERDICTS
+from pipeline.html_report import ReportRequest, draw_thumbnail, render_report, thresholds_for
+from pipeline.results import ARCHIVE_VIEW, FLAGGED_VERDICTS, VIEWS, ResultsError, ScanResults, class_mask_column
+from pipeline.storage import StorageError, resolve_endpoint_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="a scan's output prefix (what was passed to scan --output)")
-    parser.add_argument("--scan-id", help="which scan (default: the latest complete one)")
-    parser.add_argument("--top", type=int, default=12, help="how many suspicious images to render (default 12)")
-    parser.add_argument("--picture", type=Path, help="where to write the PNG (default: OUTPUT/_forgescan/reports/<scan id>.png for local outputs)")
-    parser.add_argument("--endpoint-url", help="S3-compatible endpoint for the output and the images")
+    parser.add_argument("--html", type=Path, help="where to write the HTML report (default: OUTPUT/_forgescan/reports/"
+                                                  "<view>.html for local outputs)")
+    parser.add_argument("--view", choices=VIEWS, default=ARCHIVE_VIEW,
+                        help="archive (default): the latest row per object across all complete scans; "
+                             "scan: the latest complete scan only")
+    parser.add_argument("--scan-id", help="report this one scan (implies --view scan)")
+    parser.add_argument("--limit", type=int, default=50, help="how many images to show, highest score first (default 50)")
+    parser.add_argument("--verdict", action="append", choices=VERDICTS,
+                        help="verdicts to show; repeat for several (default: ai_generated and manipulated)")
+    parser.add_argument("--min-score", type=float, default=0.0,
+                        help="only images whose larger score (ai or manipulation) is at least this (default 0)")
+    parser.add_argument("--picture", type=Path, help="also write a PNG contact sheet of the same images here")
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint for the output and the images (as for scan)")
 
 
-def suspicious_rows(state: ScanState, scan_id: str, top: int) -> list[dict]:
-    table = state.scan_rows(scan_id, [schema.URI, schema.STATUS, schema.VERDICT, schema.AI_SCORE,
-                                      schema.MANIPULATION_SCORE, schema.MASK_RLE, schema.MASK_AREA])
-    rows = [r for r in table.to_pylist() if r[schema.STATUS] == schema.STATUS_OK]
-    rows.sort(key=lambda r: max(r[schema.AI_SCORE] or 0, r[schema.MANIPULATION_SCORE] or 0), reverse=True)
-    return rows[:top]
+def write_contact_sheet(results: ScanResults, request: ReportRequest, picture: Path) -> int:
+    """The shown images as one PNG (the thumbnails with their mask layers flattened)."""
+    import numpy as np
+    from PIL import Image
 
+    from forensics.visualize import contact_sheet
+    from pipeline import schema
 
-def render_findings(rows: list[dict], endpoint_url: str | None) -> bytes:
+    rows = results.top_rows(request.selection, request.verdicts, request.min_score, request.limit)
+    masks = results.masks(rows)
+    class_column = class_mask_column(results.dataset.schema) if results.dataset is not None else None
+    colours: dict = {}
     tiles = []
     for row in rows:
-        data, _ = read_object(row[schema.URI], endpoint_url, storage_options_key(None))
-        image = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
-        mask = decode_mask(row[schema.MASK_RLE])
+        thumbnail = draw_thumbnail(row, masks.get((row[schema.SCAN_ID], row[schema.URI]), {}),
+                                   thresholds_for(results.manifest(row[schema.SCAN_ID])), colours, class_column,
+                                   request.endpoint_url)
+        picture_image = _decode_data_uri(thumbnail.picture).convert("RGBA")
+        if thumbnail.overlay:
+            picture_image = Image.alpha_composite(picture_image, _decode_data_uri(thumbnail.overlay).convert("RGBA"))
         name = row[schema.URI].rsplit("/", 1)[-1]
         caption = (f"{name}\n{row[schema.VERDICT]} ai {row[schema.AI_SCORE]:.2f} "
-                   f"manip {row[schema.MANIPULATION_SCORE]:.2f} area {row[schema.MASK_AREA]:.2f}")
-        tiles.append((overlay_mask(image, mask), caption))
-    return contact_sheet(tiles)
+                   f"manip {row[schema.MANIPULATION_SCORE]:.2f} ({thumbnail.mask_state})")
+        tiles.append((np.asarray(picture_image.convert("RGB")), caption))
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    picture.write_bytes(contact_sheet(tiles) if tiles else b"")
+    return len(tiles)
+
+
+def _decode_data_uri(uri: str):
+    import base64
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
 
 
 def run(args: argparse.Namespace) -> int:
-    output = parse_location(args.output)
-    state = ScanState(output, args.endpoint_url, None)
-    manifests = state.manifests()
-    if args.scan_id:
-        chosen = next((m for m in manifests if m.scan_id == args.scan_id), None)
-    else:
-        chosen = next((m for m in reversed(manifests) if m.state == COMPLETE), None)
-    if chosen is None:
-        print(f"forgescan: error: no {'scan ' + args.scan_id if args.scan_id else 'complete scan'} under {output.uri}; "
-              "run `forgescan scan` first or pass --scan-id", file=sys.stderr)
+    if args.limit < 0 or not 0.0 <= args.min_score <= 1.0:
+        print("forgescan: error: --limit must be >= 0 and --min-score between 0 and 1", file=sys.stderr)
         return 2
-    counts = chosen.counts or state.count_rows(chosen.scan_id)
-    print(f"scan {chosen.scan_id}: {chosen.state}, source {chosen.source}")
-    print(f"  rows {counts.get('rows')}, ok {counts.get('ok')}, errors {counts.get('errors')}, verdicts {counts.get('verdicts')}")
-    rows = suspicious_rows(state, chosen.scan_id, args.top)
-    if not rows:
-        print("  no ok rows to render")
-        return 0
-    picture = args.picture
-    if picture is None:
-        if output.protocol != "file":
-            print("  pass --picture PATH to render the findings of a remote output")
-            return 0
-        picture = Path(output.path) / "_forgescan" / "reports" / f"{chosen.scan_id}.png"
-    picture.parent.mkdir(parents=True, exist_ok=True)
-    picture.write_bytes(render_findings(rows, args.endpoint_url))
-    print(f"  the {len(rows)} most suspicious images with their masks: {picture}")
+    endpoint_url = resolve_endpoint_url(args.endpoint_url)
+    try:
+        results = ScanResults(args.output, endpoint_url)
+        selection = results.select(args.view, args.scan_id)
+    except (ResultsError, StorageError) as error:
+        print(f"forgescan: error: {error}", file=sys.stderr)
+        return 2
+    request = ReportRequest(selection=selection, verdicts=tuple(args.verdict or FLAGGED_VERDICTS),
+                            min_score=args.min_score, limit=args.limit, endpoint_url=endpoint_url)
+    html_path = args.html
+    if html_path is None:
+        if results.location.protocol != "file":
+            print("forgescan: error: pass --html PATH to write the report of a remote output", file=sys.stderr)
+            return 2
+        name = selection.scan_ids[0] if selection.view != ARCHIVE_VIEW else "archive"
+        html_path = Path(results.location.path) / "_forgescan" / "reports" / f"{name}.html"
+    html, counts, shown = render_report(results, request)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(html, encoding="utf-8")
+    verdicts = ", ".join(f"{v} {n}" for v, n in counts.verdicts.items()) or "none"
+    print(f"{selection.description}")
+    print(f"  rows {counts.rows}, objects {counts.objects}, ok {counts.ok}, errors {counts.errors}; verdicts {verdicts}")
+    if counts.error_kinds:
+        print("  error kinds " + ", ".join(f"{k} {n}" for k, n in counts.error_kinds.items()))
+    print(f"  report with {len(shown)} image{'s' if len(shown) != 1 else ''}: {html_path}")
+    if args.picture:
+        count = write_contact_sheet(results, request, args.picture)
+        print(f"  contact sheet of {count} images: {args.picture}")
     return 0
 
 

@@ -127,6 +127,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         scan_id=plan.scan_id, source=source_uri, output=output.uri, state=RUNNING, started_at=utc_now(),
         classifier_version=classifier_card.version, segmenter_version=segmenter_card.version,
         endpoint_url=endpoint_url, mode=plan.mode, attempts=plan.attempts,
+        thresholds={"ai_generated": classifier_card.threshold("ai_generated"),
+                    "manipulated": segmenter_card.threshold("manipulated"), "pixel": segmenter_card.threshold("pixel")},
     )
     state.write_manifest(manifest)
     logger.info("scan %s (%s) of %s -> %s", plan.scan_id, plan.mode, source_uri, output.uri)

@@ -55,6 +55,8 @@ class ScanManifest:
     counts: dict = field(default_factory=dict)
     files: int = 0
     attempts: int = 1
+    # The card thresholds the rows were judged by (`ai_generated`, `manipulated`, `pixel`); empty in older manifests.
+    thresholds: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -132,23 +132,6 @@ def test_output_is_readable_by_duckdb_and_pyarrow_and_has_no_partial_files(ray_l
     assert '"state": "complete"' in manifest
 
 
-def test_report_renders_the_suspicious_images_with_masks(ray_local, tiny_checkpoints, mixed_archive, tmp_path):
-    import argparse
-
-    from PIL import Image
-
-    from jobs import report
-
-    output = tmp_path / "out"
-    summary = scan(mixed_archive, output, tiny_checkpoints)
-    picture = tmp_path / "findings.png"
-    arguments = argparse.Namespace(output=str(output), scan_id=None, top=4, picture=picture, endpoint_url=None)
-    assert report.run(arguments) == 0
-    with Image.open(picture) as image:
-        assert image.format == "PNG" and image.width >= 256
-    assert summary.scan_id in (output / "_forgescan" / "scans" / f"{summary.scan_id}.json").read_text()
-
-
 def test_scan_reads_from_s3_endpoint_including_unicode_keys(ray_local, tiny_checkpoints, s3, s3_endpoint, tmp_path):
     s3.create_bucket(Bucket="archive-unicode")
     names = ["photos/a b.jpg", "photos/ünï/çødé.jpg", "photos/c.jpg", "photos/not-image.jpg"]

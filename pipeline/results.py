@@ -1,0 +1,246 @@
+"""Reading a scan output for people: counts, histograms and top-k selections pushed down to Parquet.
+
+The committed files are opened as one pyarrow dataset (local or object store,
+through the same fsspec filesystems the scan used) and queried with DuckDB,
+which pushes projections and filters into the Parquet scan and keeps only the
+top rows of an `ORDER BY ... LIMIT`: a report of ten million rows reads the
+score columns, never the whole table, and decodes masks only for the rows it
+shows.
+
+Two views of an output:
+- `archive` (the default): the current state of the archive, i.e. the latest
+  row per object across all complete scans. After an incremental nightly scan
+  this still covers every object, not only the handful that changed.
+- `scan`: the rows of one scan (`--scan-id`, or the latest complete scan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from forensics.verdict import AI_GENERATED, MANIPULATED
+from pipeline import schema
+from pipeline.sink import scan_directory
+from pipeline.state import COMPLETE, ScanManifest, ScanState
+from pipeline.storage import parse_location
+
+ARCHIVE_VIEW = "archive"
+SCAN_VIEW = "scan"
+VIEWS = (ARCHIVE_VIEW, SCAN_VIEW)
+FLAGGED_VERDICTS = (AI_GENERATED, MANIPULATED)
+HISTOGRAM_BINS = 20
+# The score a finding is ranked by: the larger of its two image-level scores.
+SUSPICION_SQL = f"greatest(coalesce({schema.AI_SCORE}, 0), coalesce({schema.MANIPULATION_SCORE}, 0))"
+# Columns a report shows for each selected row, when the output has them (newer columns may be absent).
+ROW_COLUMNS = (schema.SCAN_ID, schema.URI, schema.VERDICT, schema.AI_SCORE, schema.MANIPULATION_SCORE,
+               schema.CONFIDENCE, schema.MASK_AREA, schema.MASK_BBOX, schema.WIDTH, schema.HEIGHT, schema.FORMAT,
+               schema.SIZE_BYTES, schema.SHA256, schema.CLASSIFIER_VERSION, schema.SEGMENTER_VERSION,
+               schema.SCANNED_AT, schema.ANALYSIS, "dominant_type", "manipulation_type", "reasons")
+
+
+class ResultsError(RuntimeError):
+    """The output cannot be read as asked; the message names the output and the fix."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows a report or summary describes."""
+
+    view: str
+    scan_ids: tuple[str, ...]  # the complete scans whose rows are considered
+    description: str
+
+
+@dataclass
+class Counts:
+    rows: int = 0
+    objects: int = 0
+    ok: int = 0
+    errors: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> int:
+        return sum(self.verdicts.get(v, 0) for v in FLAGGED_VERDICTS)
+
+
+def class_mask_column(arrow_schema: pa.Schema) -> str | None:
+    """The per-class mask column (a list of structs carrying a COCO RLE), if this output has one."""
+    for field_ in arrow_schema:
+        if field_.name == schema.MASK_RLE or not pa.types.is_list(field_.type):
+            continue
+        item = field_.type.value_type
+        if not pa.types.is_struct(item):
+            continue
+        names = {item.field(i).name for i in range(item.num_fields)}
+        if "counts" in names or any(pa.types.is_struct(item.field(i).type) and
+                                    {"size", "counts"} <= {item.field(i).type.field(j).name
+                                                           for j in range(item.field(i).type.num_fields)}
+                                    for i in range(item.num_fields)):
+            return field_.name
+    return None
+
+
+class ScanResults:
+    """One output prefix: its manifests, and DuckDB queries over its committed Parquet files."""
+
+    def __init__(self, output: str, endpoint_url: str | None = None, storage_options: dict | None = None):
+        self.location = parse_location(output)
+        self.state = ScanState(self.location, endpoint_url, storage_options)
+        self.manifests: list[ScanManifest] = self.state.manifests()
+        self.dataset = self._open_dataset()
+        self.columns = set(self.dataset.schema.names) if self.dataset is not None else set(schema.OUTPUT_COLUMNS)
+        self.connection = duckdb.connect()
+        if self.dataset is not None:
+            self.connection.register("results", self.dataset)
+        else:
+            self.connection.register("results", schema.OUTPUT_SCHEMA.empty_table())
+
+    def _open_dataset(self) -> pads.Dataset | None:
+        fs = self.state.fs
+        try:
+            if not fs.exists(self.location.path):
+                return None
+            filesystem = None if self.location.protocol == "file" else fs
+            discovered = pads.dataset(self.location.path, format="parquet", filesystem=filesystem,
+                                      partitioning="hive", exclude_invalid_files=False)
+            if not discovered.files:
+                return None
+            # Older files lack newer columns (read as NULL); files of newer scans may carry columns we do not know.
+            return discovered.replace_schema(pa.unify_schemas([discovered.schema, schema.OUTPUT_SCHEMA]))
+        except (FileNotFoundError, pa.ArrowInvalid, IndexError):
+            return None
+
+    @property
+    def complete_scans(self) -> list[ScanManifest]:
+        return [m for m in self.manifests if m.state == COMPLETE]
+
+    def manifest(self, scan_id: str) -> ScanManifest | None:
+        return next((m for m in self.manifests if m.scan_id == scan_id), None)
+
+    def select(self, view: str | None = None, scan_id: str | None = None) -> Selection:
+        """`scan_id` picks that scan; otherwise `view` (default `archive`) picks the archive or the latest scan."""
+        if scan_id is not None:
+            manifest = self.manifest(scan_id)
+            if manifest is None:
+                known = ", ".join(m.scan_id for m in self.manifests[-5:]) or "none"
+                raise ResultsError(f"No scan {scan_id!r} under {self.location.uri} (latest scans: {known}). "
+                                   "Run `forgescan summary` to list them.")
+            note = "" if manifest.state == COMPLETE else f" ({manifest.state}: rows committed so far)"
+            return Selection(SCAN_VIEW, (scan_id,), f"scan {scan_id}{note}")
+        complete = self.complete_scans
+        if not complete:
+            raise ResultsError(f"No complete scan under {self.location.uri}: run `forgescan scan SOURCE --output "
+                               f"{self.location.uri}` first, or pass --scan-id for an interrupted one.")
+        if (view or ARCHIVE_VIEW) == SCAN_VIEW:
+            latest = complete[-1].scan_id
+            return Selection(SCAN_VIEW, (latest,), f"latest complete scan {latest}")
+        ids = tuple(m.scan_id for m in complete)
+        return Selection(ARCHIVE_VIEW, ids, f"current state of the archive: latest row per object across {len(ids)} "
+                                            f"complete scan{'s' if len(ids) != 1 else ''}")
+
+    def relation_sql(self, selection: Selection, columns: list[str]) -> str:
+        """SQL for the selection's rows with the given columns (missing columns come back as NULL)."""
+        projected = ", ".join(c if c in self.columns else f"NULL AS {c}" for c in dict.fromkeys(columns))
+        ids = ", ".join(_quote(i) for i in selection.scan_ids)
+        where = f"{schema.SCAN_ID} IN ({ids})"
+        if selection.view == SCAN_VIEW:
+            return f"SELECT {projected} FROM results WHERE {where}"
+        return (f"SELECT {projected} FROM results WHERE {where} QUALIFY row_number() OVER "
+                f"(PARTITION BY {schema.URI} ORDER BY {schema.SCANNED_AT} DESC, {schema.SCAN_ID} DESC) = 1")
+
+    def counts(self, selection: Selection) -> Counts:
+        sql = self.relation_sql(selection, [schema.URI, schema.STATUS, schema.VERDICT, schema.ERROR])
+        grouped = self.connection.sql(
+            f"SELECT {schema.STATUS}, {schema.VERDICT}, split_part({schema.ERROR}, ':', 1) AS kind, count(*) AS n "
+            f"FROM ({sql}) GROUP BY ALL").fetchall()
+        counts = Counts()
+        for status, verdict, kind, n in grouped:
+            counts.rows += n
+            if status == schema.STATUS_OK:
+                counts.ok += n
+            else:
+                counts.errors += n
+            counts.verdicts[verdict] = counts.verdicts.get(verdict, 0) + n
+            if kind:
+                counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + n
+        counts.objects = self.connection.sql(f"SELECT count(DISTINCT {schema.URI}) FROM ({sql})").fetchall()[0][0]
+        counts.verdicts = dict(sorted(counts.verdicts.items()))
+        counts.error_kinds = dict(sorted(counts.error_kinds.items(), key=lambda item: (-item[1], item[0])))
+        return counts
+
+    def counts_per_scan(self) -> dict[str, Counts]:
+        """Counts of every scan's committed rows, in one pass over the status columns."""
+        grouped = self.connection.sql(
+            f"SELECT {schema.SCAN_ID}, {schema.STATUS}, {schema.VERDICT}, split_part({schema.ERROR}, ':', 1), count(*), "
+            f"count(DISTINCT {schema.URI}) FROM results GROUP BY ALL").fetchall()
+        per_scan: dict[str, Counts] = {m.scan_id: Counts() for m in self.manifests}
+        for scan_id, status, verdict, kind, n, objects in grouped:
+            counts = per_scan.setdefault(scan_id, Counts())
+            counts.rows += n
+            counts.objects += objects  # distinct per (status, verdict, kind) group: a URI sits in one group per scan
+            if status == schema.STATUS_OK:
+                counts.ok += n
+            else:
+                counts.errors += n
+            counts.verdicts[verdict] = counts.verdicts.get(verdict, 0) + n
+            if kind:
+                counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + n
+        for counts in per_scan.values():
+            counts.verdicts = dict(sorted(counts.verdicts.items()))
+        return per_scan
+
+    def histograms(self, selection: Selection, bins: int = HISTOGRAM_BINS) -> dict[str, dict[str, list[int]]]:
+        """Per score column and verdict, counts of ok rows in `bins` equal bins over [0, 1]."""
+        sql = self.relation_sql(selection, [schema.STATUS, schema.VERDICT, schema.AI_SCORE, schema.MANIPULATION_SCORE])
+        result: dict[str, dict[str, list[int]]] = {}
+        for column in (schema.AI_SCORE, schema.MANIPULATION_SCORE):
+            rows = self.connection.sql(
+                f"SELECT {schema.VERDICT}, least(greatest(floor({column} * {bins}), 0), {bins - 1})::INTEGER AS bin, "
+                f"count(*) FROM ({sql}) WHERE {schema.STATUS} = 'ok' AND {column} IS NOT NULL GROUP BY ALL").fetchall()
+            per_verdict: dict[str, list[int]] = {}
+            for verdict, bin_index, n in rows:
+                per_verdict.setdefault(verdict, [0] * bins)[bin_index] += n
+            result[column] = dict(sorted(per_verdict.items()))
+        return result
+
+    def top_rows(self, selection: Selection, verdicts: tuple[str, ...] = FLAGGED_VERDICTS, min_score: float = 0.0,
+                 limit: int = 50) -> list[dict]:
+        """The `limit` highest-scoring ok rows with these verdicts, without masks (a DuckDB top-k)."""
+        sql = self.relation_sql(selection, [schema.STATUS, *ROW_COLUMNS])
+        verdict_list = ", ".join(_quote(v) for v in verdicts)
+        cursor = self.connection.execute(
+            f"SELECT *, {SUSPICION_SQL} AS suspicion FROM ({sql}) WHERE {schema.STATUS} = 'ok' "
+            f"AND {schema.VERDICT} IN ({verdict_list}) AND {SUSPICION_SQL} >= ? "
+            f"ORDER BY suspicion DESC, {schema.URI} LIMIT ?", [float(min_score), int(limit)])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values)) for values in cursor.fetchall()]
+
+    def masks(self, rows: list[dict]) -> dict[tuple[str, str], dict]:
+        """`(scan_id, uri) -> {"mask_rle": ..., <class column>: ...}` for these rows only (filters pushed to Parquet)."""
+        if self.dataset is None or not rows:
+            return {}
+        class_column = class_mask_column(self.dataset.schema)
+        columns = [schema.SCAN_ID, schema.URI, schema.MASK_RLE] + ([class_column] if class_column else [])
+        found: dict[tuple[str, str], dict] = {}
+        by_scan: dict[str, list[str]] = {}
+        for row in rows:
+            by_scan.setdefault(row[schema.SCAN_ID], []).append(row[schema.URI])
+        for scan_id, uris in by_scan.items():
+            wanted = (pc.field(schema.SCAN_ID) == scan_id) & pc.field(schema.URI).isin(uris)
+            for record in self.dataset.to_table(columns=columns, filter=wanted).to_pylist():
+                found[(record[schema.SCAN_ID], record[schema.URI])] = record
+        return found
+
+    def scan_directory_uri(self, scan_id: str) -> str:
+        return scan_directory(self.location, scan_id).uri
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"

@@ -1,0 +1,273 @@
+"""The analyst's side: the HTML report rendered in headless Chromium, the summary, and the notebook helpers.
+
+The scans are real (tiny random-weight models on a local Ray instance). Their
+cards' thresholds are set so the verdicts are known in advance: with a pixel
+threshold of 0 every mask covers the whole image, and the image-level
+thresholds (0 = always, 1.01 = never) decide whether that mask is a finding.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pytest
+from PIL import Image
+
+from forensics.checkpoint import save_checkpoint
+from forensics.model_card import default_classifier_card, default_segmenter_card
+from forensics.models import build_model
+from forensics.visualize import BELOW_THRESHOLD_COLOUR, MASK_COLOUR
+from jobs.cli import main as forgescan
+from pipeline.config import ScanConfig
+from pipeline.scan import run_scan
+from tests.conftest import TINY_INPUT, jpeg_bytes
+
+ALWAYS, NEVER = 0.0, 1.01
+GOOD_IMAGES = {"photos/a.jpg": (120, 80, 1), "photos/b.jpg": (64, 96, 2), "photos/nested/c.jpg": (90, 90, 3)}
+
+
+@pytest.fixture(scope="module")
+def checkpoints_judging(tmp_path_factory):
+    """checkpoints_judging(ai=..., manipulated=...) -> tiny checkpoints whose cards carry these thresholds."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("threshold_checkpoints")
+    made = {}
+
+    def make(ai: float, manipulated: float) -> dict:
+        key = (ai, manipulated)
+        if key not in made:
+            torch.manual_seed(0)
+            name = f"ai{ai}-manip{manipulated}"
+            classifier_card = default_classifier_card(TINY_INPUT).replace(version=f"tiny-classifier-{name}",
+                                                                          thresholds={"ai_generated": ai})
+            segmenter_card = default_segmenter_card(TINY_INPUT).replace(
+                version=f"tiny-segmenter-{name}", thresholds={"pixel": 0.0, "manipulated": manipulated})
+            made[key] = {
+                "classifier": str(save_checkpoint(build_model(classifier_card), classifier_card, folder / f"{name}-c.safetensors")),
+                "segmenter": str(save_checkpoint(build_model(segmenter_card), segmenter_card, folder / f"{name}-s.safetensors")),
+            }
+        return made[key]
+
+    return make
+
+
+def write_archive(root, with_bad_file: bool = True):
+    for name, (width, height, seed) in GOOD_IMAGES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg_bytes(width, height, seed=seed))
+    if with_bad_file:
+        (root / "photos" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def scan(source, output, checkpoints, **options):
+    return run_scan(ScanConfig(source=str(source), output=str(output), classifier_checkpoint=checkpoints["classifier"],
+                               segmenter_checkpoint=checkpoints["segmenter"], batch_size=8, show_progress=False,
+                               **options))
+
+
+class DomElements(HTMLParser):
+    """Every start tag of a page with its attributes, in document order."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.page = page
+        self.elements: list[tuple[str, dict]] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def having(self, tag: str, **attributes) -> list[dict]:
+        wanted = {k.rstrip("_").replace("_", "-"): v for k, v in attributes.items()}
+        return [a for t, a in self.elements if t == tag and all(
+            (k in a) if v is True else a.get(k) == v for k, v in wanted.items())]
+
+
+def rendered_dom(html_path) -> DomElements:
+    """The page as headless Chromium builds it (Debian's `chromium`, installed by `make test`)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("Debian's chromium is needed to render the report: `apt-get install -y chromium` (make test does)")
+    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_path.as_uri()],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "<html" in result.stdout
+    return DomElements(result.stdout)
+
+
+def data_uri_image(uri: str) -> np.ndarray:
+    assert uri.startswith("data:image/")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def summary_counts(page: str) -> dict[str, int]:
+    """data-count cells of the summary table: name -> number shown."""
+    found = {}
+
+    class Cells(HTMLParser):
+        current = None
+
+        def handle_starttag(self, tag, attrs):
+            self.current = dict(attrs).get("data-count") if tag == "td" else None
+
+        def handle_data(self, data):
+            if self.current and data.strip():
+                found[self.current] = int(data.strip())
+                self.current = None
+
+    Cells().feed(page)
+    return found
+
+
+def render(output, html_path, *options) -> str:
+    assert forgescan(["report", str(output), "--html", str(html_path), *options]) == 0
+    return html_path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def two_scans(ray_local, checkpoints_judging, tmp_path_factory):
+    """One archive scanned twice: first every image judged manipulated, then (--full) every image ai_generated
+    with its whole-image mask under the manipulation threshold."""
+    root = tmp_path_factory.mktemp("two_scans")
+    archive = write_archive(root / "archive")
+    output = root / "out"
+    manipulated = scan(archive, output, checkpoints_judging(ai=NEVER, manipulated=ALWAYS))
+    generated = scan(archive, output, checkpoints_judging(ai=ALWAYS, manipulated=NEVER), full=True)
+    return {"archive": archive, "output": output, "manipulated": manipulated.scan_id, "generated": generated.scan_id}
+
+
+def test_report_of_one_scan_shows_counts_thumbnails_and_finding_overlays_in_chromium(two_scans, tmp_path):
+    html_path = tmp_path / "report.html"
+    render(two_scans["output"], html_path, "--scan-id", two_scans["manipulated"])
+    page = rendered_dom(html_path)
+    text = page.page
+    assert summary_counts(text) == {"rows": 4, "objects": 4, "ok": 3, "errors": 1, "flagged": 3}
+    assert page.having("b", id="view", data_view="scan")
+    assert [a["data-error-kind"] for a in page.having("tr", data_error_kind=True)] == ["not_an_image"]
+    rows = page.having("tr", class_="finding-row")
+    assert len(rows) == 3 and {r["data-verdict"] for r in rows} == {"manipulated"}
+    assert len(page.having("img", class_="picture")) == 3
+    overlays = page.having("img", class_="overlay")
+    assert len(overlays) == 3 and {o["data-mask-state"] for o in overlays} == {"finding"}
+    for overlay in overlays:
+        layer = data_uri_image(overlay["src"])
+        assert layer.shape == (int(overlay["height"]), int(overlay["width"]), 4)
+        assert (layer[..., 3] > 0).all()  # pixel threshold 0: the mask covers the whole image
+        assert tuple(layer[0, 0, :3]) == MASK_COLOUR
+    assert "manipulated ≥ 0.00" in text and "ai_generated ≥ 1.01" in text  # the thresholds it was judged by
+
+
+def test_default_view_is_the_archive_and_draws_masks_under_threshold_as_such(two_scans, tmp_path):
+    html_path = tmp_path / "archive.html"
+    render(two_scans["output"], html_path)
+    page = rendered_dom(html_path)
+    text = page.page
+    assert page.having("b", id="view", data_view="archive")
+    # Latest row per object: the second scan's verdicts, four objects (not eight rows).
+    assert summary_counts(text) == {"rows": 4, "objects": 4, "ok": 3, "errors": 1, "flagged": 3}
+    rows = page.having("tr", class_="finding-row")
+    assert {r["data-verdict"] for r in rows} == {"ai_generated"} and len(rows) == 3
+    overlays = page.having("img", class_="overlay")
+    assert len(overlays) == 3 and {o["data-mask-state"] for o in overlays} == {"below-threshold"}
+    assert {tuple(data_uri_image(o["src"])[0, 0, :3]) for o in overlays} == {BELOW_THRESHOLD_COLOUR}
+    assert "below threshold: manipulation score" in text and "manipulated ≥ 1.01" in text
+
+
+def test_report_filters_limit_verdict_and_min_score(two_scans, tmp_path):
+    limited = rendered_dom_of(two_scans["output"], tmp_path / "limited.html", "--scan-id", two_scans["manipulated"],
+                              "--limit", "2")
+    assert len(limited.having("tr", class_="finding-row")) == 2
+    authentic_only = rendered_dom_of(two_scans["output"], tmp_path / "authentic.html", "--verdict", "authentic")
+    assert authentic_only.having("tr", class_="finding-row") == []
+    assert authentic_only.having("p", data_notice="no-match")
+    scores = sorted(max(r["ai_score"], r["manipulation_score"]) for r in pads.dataset(
+        str(two_scans["output"]), partitioning="hive").to_table(filter=pc.field("status") == "ok").to_pylist()
+        if r["scan_id"] == two_scans["generated"])
+    middle = (scores[0] + scores[-1]) / 2
+    assert scores[0] < middle < scores[-1]
+    above = rendered_dom_of(two_scans["output"], tmp_path / "high.html", "--min-score", f"{middle}")
+    assert len(above.having("tr", class_="finding-row")) == sum(score >= middle for score in scores)
+
+
+def rendered_dom_of(output, html_path, *options) -> DomElements:
+    render(output, html_path, *options)
+    return rendered_dom(html_path)
+
+
+def test_report_of_a_scan_with_no_flagged_images_says_so(ray_local, checkpoints_judging, tmp_path):
+    archive = write_archive(tmp_path / "archive", with_bad_file=False)
+    scan(archive, tmp_path / "out", checkpoints_judging(ai=NEVER, manipulated=NEVER))
+    page = rendered_dom_of(tmp_path / "out", tmp_path / "r.html")
+    assert page.having("p", data_notice="no-flagged")
+    assert page.having("tr", class_="finding-row") == [] and page.having("img", class_="overlay") == []
+
+
+def test_report_of_a_scan_with_only_error_rows_says_so(ray_local, checkpoints_judging, tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "empty.jpg").write_bytes(b"")
+    (archive / "page.jpg").write_bytes(b"<html>not an image</html>")
+    scan(archive, tmp_path / "out", checkpoints_judging(ai=ALWAYS, manipulated=ALWAYS))
+    html_path = tmp_path / "r.html"
+    render(tmp_path / "out", html_path)
+    page = rendered_dom(html_path)
+    assert page.having("p", data_notice="only-errors")
+    assert summary_counts(page.page)["errors"] == 2
+    assert {a["data-error-kind"] for a in page.having("tr", data_error_kind=True)} == {"empty", "not_an_image"}
+
+
+def test_report_of_an_empty_scan_says_so(ray_local, checkpoints_judging, tmp_path):
+    (tmp_path / "archive").mkdir()
+    scan(tmp_path / "archive", tmp_path / "out", checkpoints_judging(ai=ALWAYS, manipulated=ALWAYS))
+    assert rendered_dom_of(tmp_path / "out", tmp_path / "r.html").having("p", data_notice="empty")
+
+
+def test_report_after_the_source_images_were_deleted_still_draws_the_masks(ray_local, checkpoints_judging, tmp_path):
+    archive = write_archive(tmp_path / "archive", with_bad_file=False)
+    scan(archive, tmp_path / "out", checkpoints_judging(ai=NEVER, manipulated=ALWAYS))
+    shutil.rmtree(archive)
+    page = rendered_dom_of(tmp_path / "out", tmp_path / "r.html")
+    assert page.having("p", data_notice="sources-missing")
+    rows = page.having("tr", class_="finding-row")
+    assert len(rows) == 3 and {r["data-image-state"] for r in rows} == {"missing"}
+    assert len(page.having("img", class_="overlay", data_mask_state="finding")) == 3
+
+
+def test_report_reads_output_and_images_from_s3(ray_local, checkpoints_judging, s3, s3_endpoint, tmp_path):
+    s3.create_bucket(Bucket="report-archive")
+    s3.create_bucket(Bucket="report-results")
+    for name, (width, height, seed) in GOOD_IMAGES.items():
+        s3.put_object(Bucket="report-archive", Key=name, Body=jpeg_bytes(width, height, seed=seed))
+    scan("s3://report-archive/photos", "s3://report-results/scans", checkpoints_judging(ai=NEVER, manipulated=ALWAYS),
+         endpoint_url=s3_endpoint)
+    html_path = tmp_path / "r.html"
+    render("s3://report-results/scans", html_path, "--endpoint-url", s3_endpoint)
+    page = rendered_dom(html_path)
+    rows = page.having("tr", class_="finding-row")
+    assert len(rows) == 3 and {r["data-image-state"] for r in rows} == {"ok"}
+    assert {r["data-uri"] for r in rows} == {f"s3://report-archive/{n}" for n in GOOD_IMAGES}
+    assert len(page.having("img", class_="overlay", data_mask_state="finding")) == 3
+
+
+def test_report_of_an_output_without_scans_names_the_fix(s3, s3_endpoint, capsys):
+    s3.create_bucket(Bucket="report-nothing")
+    assert forgescan(["report", "s3://report-nothing/out", "--endpoint-url", s3_endpoint]) == 2
+    assert "forgescan scan" in capsys.readouterr().err
+
+
+def test_png_contact_sheet_still_renders(two_scans, tmp_path):
+    picture = tmp_path / "sheet.png"
+    assert forgescan(["report", str(two_scans["output"]), "--html", str(tmp_path / "r.html"),
+                      "--picture", str(picture)]) == 0
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.width >= 256
