@@ -14,6 +14,7 @@ import sys
 JOBS = {
     "scan": ("jobs.scan", "Scan an archive and write verdicts and masks to Parquet."),
     "report": ("jobs.report", "Write an HTML report of a scan output: counts, histograms, flagged images with masks."),
+    "summary": ("jobs.summary", "Print the counts of every scan in an output and of the archive's current state."),
     "demo": ("jobs.demo", "Scan the bundled sample archive on a local Ray instance."),
     "train": ("jobs.train", "Train the classifier or the segmenter (Ray Train)."),
     "evaluate": ("jobs.evaluate", "Evaluate checkpoints on a labelled set; JSON + pictures."),

@@ -9,6 +9,7 @@ thresholds (0 = always, 1.01 = never) decide whether that mask is a finding.
 from __future__ import annotations
 
 import base64
+import json
 import io
 import shutil
 import subprocess
@@ -271,3 +272,28 @@ def test_png_contact_sheet_still_renders(two_scans, tmp_path):
                       "--picture", str(picture)]) == 0
     with Image.open(picture) as image:
         assert image.format == "PNG" and image.width >= 256
+
+
+def test_summary_prints_the_counts_of_each_scan_and_of_the_archive(two_scans, capsys):
+    assert forgescan(["summary", str(two_scans["output"])]) == 0
+    out = capsys.readouterr().out
+    table = {line.split()[0]: line.split()[4:] for line in out.splitlines() if line.startswith("scan-")}
+    # rows, ok, errors, then verdicts ai_generated, manipulated, authentic, error
+    assert table == {two_scans["manipulated"]: ["4", "3", "1", "0", "3", "0", "1"],
+                     two_scans["generated"]: ["4", "3", "1", "3", "0", "0", "1"]}
+    assert f"{two_scans['generated']} error kinds: not_an_image 1" in out
+    assert "latest row per object across 2 complete scans" in out
+    assert "objects 4, ok 3, errors 1; verdicts ai_generated 3, error 1" in out
+
+
+def test_summary_json_matches_the_table(two_scans, capsys):
+    assert forgescan(["summary", str(two_scans["output"]), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [s["scan_id"] for s in summary["scans"]] == [two_scans["manipulated"], two_scans["generated"]]
+    assert summary["scans"][0]["verdicts"] == {"error": 1, "manipulated": 3}
+    assert summary["archive"]["verdicts"] == {"ai_generated": 3, "error": 1} and summary["archive"]["objects"] == 4
+
+
+def test_summary_of_an_output_without_scans_names_the_fix(tmp_path, capsys):
+    assert forgescan(["summary", str(tmp_path / "nothing")]) == 2
+    assert "run `forgescan scan SOURCE --output" in capsys.readouterr().err
