@@ -142,6 +142,48 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str 
     return _save(figure, path)
 
 
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Equal-width bins of P(positive): per bin, the mean predicted probability, the observed positive rate
+    and the count (empty bins are left out). A calibrated model has rate == mean in every bin."""
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(float).ravel()
+    which = np.clip((probabilities * bins).astype(int), 0, bins - 1)
+    rows = []
+    for index in range(bins):
+        chosen = which == index
+        if chosen.any():
+            rows.append({"low": index / bins, "high": (index + 1) / bins, "mean_probability": float(probabilities[chosen].mean()),
+                         "positive_rate": float(labels[chosen].mean()), "count": int(chosen.sum())})
+    return rows
+
+
+def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "Reliability",
+                             bins: int = 10) -> Path:
+    """Observed positive rate against mean predicted probability per bin (one line per named (labels,
+    probabilities) pair, its expected calibration error in the legend), over a histogram of the predictions."""
+    from forensics.calibration import expected_calibration_error
+
+    plt = _pyplot()
+    figure, (axes, counts) = plt.subplots(2, 1, figsize=(4.4, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfect calibration")
+    edges = np.linspace(0, 1, bins + 1)
+    for name, (labels, probabilities) in curves.items():
+        rows = reliability_bins(probabilities, labels, bins)
+        ece = expected_calibration_error(probabilities, labels)
+        axes.plot([r["mean_probability"] for r in rows], [r["positive_rate"] for r in rows], marker="o",
+                  label=f"{name} (ECE {ece:.3f})")
+        counts.hist(np.asarray(probabilities, dtype=float), bins=edges, histtype="step", label=name)
+    axes.set_ylabel("observed fraction positive")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend(loc="upper left", fontsize=7)
+    counts.set_xlabel("predicted probability")
+    counts.set_ylabel("images")
+    counts.set_yscale("log")
+    return _save(figure, path)
+
+
 def plot_training_curves(history: list[dict[str, float]], path: str | Path, keys: tuple[str, ...], title: str) -> Path:
     """Lines of the chosen per-epoch history keys (e.g. train_loss, valid_loss) against the epoch."""
     plt = _pyplot()

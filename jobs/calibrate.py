@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             destination = Path(args.output_checkpoint).with_suffix(".safetensors")
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.checkpoint, destination)
-        update_card(destination, card.replace(reproduce=_append_command(card.reproduce)))
+        update_card(destination, card.replace(reproduce=_append_command(card.reproduce, args.data)))
     except (DatasetError, CheckpointError, ValueError) as error:
         print(f"forgescan calibrate: {error}", file=sys.stderr)
         return 2
@@ -54,16 +54,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _append_command(reproduce: str) -> str:
-    """The card's reproduce chain with this calibrate command added."""
+def _append_command(reproduce: str, data: str) -> str:
+    """The card's reproduce chain with the command that made the calibration data (when recorded) and
+    this calibrate command added."""
     import shlex
+
+    from jobs.make_dataset import chain_with_dataset
 
     program = Path(sys.argv[0]).name
     skip = 2 if program in ("forgescan", "cli.py") else 1
     command = " ".join(["forgescan calibrate"] + [shlex.quote(a) for a in sys.argv[skip:]])
     if program not in ("forgescan", "cli.py", "calibrate.py"):
         return reproduce  # called as a library: no command line to record
-    return f"{reproduce} && {command}" if reproduce else command
+    return chain_with_dataset(reproduce, data, command)
 
 
 def _load(args, kind: str):

@@ -3,11 +3,23 @@
     forgescan evaluate classifier --checkpoint runs/classifier/classifier.safetensors --data DATASET --output eval/
     forgescan evaluate classifier --checkpoint runs/c/fold_0/model.safetensors --checkpoint runs/c/fold_1/model.safetensors ...
     forgescan evaluate segmenter  --checkpoint runs/segmenter/segmenter.safetensors --data DATASET --output eval/
+    forgescan evaluate classifier --checkpoint ALL.safetensors --data HELDOUT --calibration-data CALIBRATION \
+        --leave-one-out runs/without_pixel_shuffle/classifier.safetensors --leave-one-out ... --output eval/
 
-Images are decoded and resized exactly as the scanner does, and scores use
-each card's temperature and thresholds, so the figures describe what a scan
-would report. Several classifier checkpoints are evaluated one by one and as
-an ensemble (mean calibrated probability, mean threshold).
+Images are decoded and cut exactly as the scanner does (forensics.tiling), and
+scores use each card's temperature and thresholds, so the figures describe what
+a scan would report. Several classifier checkpoints are evaluated one by one and
+as an ensemble (mean calibrated probability, mean threshold).
+
+The classifier protocol: with `--calibration-data`, every checkpoint's
+temperature and threshold are fitted on that split, which must share no image
+and no source photograph with `--data` (checked); the figures include the
+expected calibration error (ECE) and a reliability diagram, and a table per
+generator family (its fakes against all real images). Each `--leave-one-out`
+checkpoint was trained with `forgescan train classifier --exclude-family F`
+(its card says which): it is tested on the real images and the fakes of F
+only, the family it never saw, beside the all-family model on the same images.
+The tables go to `report.md`.
 """
 
 from __future__ import annotations
@@ -32,8 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for metrics.json and the pictures")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--calibration-data",
+                        help="classifier: fit each checkpoint's temperature and threshold on this labelled split (disjoint "
+                             "from --data: no shared image or source photograph) instead of using the card's")
+    parser.add_argument("--target-fpr", type=float, default=0.05, help="with --calibration-data: false-positive rate of the threshold")
+    parser.add_argument("--leave-one-out", action="append", default=[], metavar="CHECKPOINT",
+                        help="classifier: a checkpoint trained with --exclude-family F (repeat, one per family); tested on "
+                             "--data's real images and the fakes of F only")
     parser.add_argument("--record-in-card", action="store_true",
-                        help="write the headline figures and this command into the (single) checkpoint's card under metrics.evaluation")
+                        help="write the headline figures (per family, leave-one-family-out, ECE) into the (single) "
+                             "checkpoint's card under metrics.evaluation, and this command into its `reproduce`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,13 +86,20 @@ def record_in_card(checkpoint: str, summary: dict[str, Any]) -> None:
 
     from forensics.checkpoint import read_card, update_card
 
+    from jobs.make_dataset import chain_with_dataset
+
     card = read_card(checkpoint)
     figures = _headline(summary)
     figures.pop("checkpoint", None)
     figures = figures.get("models", {}).get(checkpoint, figures) if "models" in figures else figures
+    command = " ".join(["forgescan evaluate"] + [shlex.quote(a) for a in sys.argv[2 if Path(sys.argv[0]).name in ("forgescan", "cli.py") else 1:]])
     evaluation = {"data": summary["data"], "data_fingerprint": summary["data_fingerprint"], "count": summary["count"],
-                  **figures, "command": " ".join(["forgescan evaluate"] + [shlex.quote(a) for a in sys.argv[2 if Path(sys.argv[0]).name in ("forgescan", "cli.py") else 1:]])}
-    update_card(checkpoint, card.replace(metrics={**card.metrics, "evaluation": evaluation}))
+                  **figures, "command": command}
+    for key in ("calibration_data", "leave_one_family_out"):
+        if key in summary:
+            evaluation[key] = summary[key]
+    reproduce = chain_with_dataset(card.reproduce, [summary.get("calibration_data"), summary["data"]], command)
+    update_card(checkpoint, card.replace(metrics={**card.metrics, "evaluation": evaluation}, reproduce=reproduce))
 
 
 def shipped_checkpoint(model: str) -> Path:
@@ -91,7 +118,8 @@ def _predictor(path: str, kind: str, device):
 
 
 def _headline(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "f1", "roc_auc", "pixel_f1", "pixel_iou", "all_one_mask_f1", "threshold")
+    keys = ("accuracy", "f1", "roc_auc", "pixel_f1", "pixel_iou", "all_one_mask_f1", "threshold", "temperature",
+            "expected_calibration_error", "per_family")
     def pick(figures):
         return {k: figures[k] for k in keys if k in figures}
     headline = {name: pick(value) if isinstance(value, dict) else value for name, value in summary.items()
@@ -102,36 +130,136 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_classifier(args, checkpoints: list[str], output: Path) -> dict[str, Any]:
-    from forensics.calibration import sigmoid
-    from forensics.metrics import classification_metrics, plot_confusion_matrix, plot_roc_curves
+    from forensics.metrics import classification_metrics, plot_confusion_matrix, plot_reliability_diagram, plot_roc_curves
     from forensics.training import find_labelled_images, fingerprint_samples
-    from forensics.training.evaluation import classifier_logits
+    from forensics.training.evaluation import check_disjoint, per_family_metrics
 
     samples = find_labelled_images(args.data)
+    calibration_samples = None
+    if args.calibration_data:
+        calibration_samples = find_labelled_images(args.calibration_data)
+        check_disjoint(samples, calibration_samples, args.data, args.calibration_data, "calibration")
+    families = [s.family for s in samples]
     models, curves, probabilities, thresholds = {}, {}, [], []
     labels = None
     for path in checkpoints:
         predictor = _predictor(path, "classifier", args.device)
-        logits, labels = classifier_logits(predictor, samples, args.batch_size)
-        scores = sigmoid(logits, predictor.card.temperature)
-        threshold = predictor.card.threshold("ai_generated")
-        models[path] = {"version": predictor.version, "temperature": predictor.card.temperature,
-                        **classification_metrics(labels, scores, threshold)}
+        scores, labels, calibration = _calibrated_scores(predictor, samples, calibration_samples, args)
+        models[path] = {"version": predictor.version, **calibration, **_figures(labels, scores, calibration["threshold"])}
+        models[path]["per_family"] = per_family_metrics(labels, scores, families, calibration["threshold"])
         curves[Path(path).parent.name + "/" + Path(path).stem] = (labels, scores)
         probabilities.append(scores)
-        thresholds.append(threshold)
+        thresholds.append(calibration["threshold"])
     summary: dict[str, Any] = {"data": str(args.data), "data_fingerprint": fingerprint_samples(samples),
                                "count": len(samples), "models": models}
+    if args.calibration_data:
+        summary["calibration_data"] = str(args.calibration_data)
     final = models[checkpoints[0]]
+    final_scores = probabilities[0]
     if len(checkpoints) > 1:
-        ensemble_scores = np.mean(probabilities, axis=0)
-        final = summary["ensemble"] = classification_metrics(labels, ensemble_scores, float(np.mean(thresholds)))
-        curves["ensemble"] = (labels, ensemble_scores)
+        final_scores = np.mean(probabilities, axis=0)
+        final = summary["ensemble"] = _figures(labels, final_scores, float(np.mean(thresholds)))
+        final["per_family"] = per_family_metrics(labels, final_scores, families, final["threshold"])
+        curves["ensemble"] = (labels, final_scores)
+    if args.leave_one_out:
+        summary["leave_one_family_out"] = leave_one_family_out(args, samples, calibration_samples, final["per_family"])
     output.mkdir(parents=True, exist_ok=True)
     plot_roc_curves(curves, output / "roc_curve.png", "Classifier ROC")
     plot_confusion_matrix(final["confusion_matrix"], output / "confusion_matrix.png",
                           title="Confusion matrix" + (" (ensemble)" if len(checkpoints) > 1 else ""))
+    plot_reliability_diagram(curves, output / "reliability_diagram.png", "Classifier reliability: P(AI-generated)")
+    (output / "report.md").write_text(classifier_report(summary, checkpoints))
+    print(classifier_report(summary, checkpoints), file=sys.stderr)
     return summary
+
+
+def _figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    from forensics.calibration import expected_calibration_error
+    from forensics.metrics import classification_metrics
+
+    figures = classification_metrics(labels, scores, threshold)
+    figures["expected_calibration_error"] = expected_calibration_error(scores, labels)
+    return figures
+
+
+def _calibrated_scores(predictor, samples, calibration_samples, args, excluded: tuple[str, ...] = ()):
+    """P(AI-generated) of `samples`: the card's temperature and threshold, or, with calibration samples
+    (minus the fakes of `excluded` families), a temperature and threshold fitted on those."""
+    from forensics.calibration import sigmoid
+    from forensics.training import FAKE
+    from forensics.training.evaluation import classifier_logits, fit_calibration
+
+    logits, labels = classifier_logits(predictor, samples, args.batch_size)
+    if calibration_samples is None:
+        temperature, threshold, source = predictor.card.temperature, predictor.card.threshold("ai_generated"), "model card"
+    else:
+        chosen = [s for s in calibration_samples if not (s.label == FAKE and s.family in excluded)]
+        calibration_logits, calibration_labels = classifier_logits(predictor, chosen, args.batch_size)
+        temperature, threshold = fit_calibration(calibration_logits, calibration_labels, args.target_fpr)
+        source = str(args.calibration_data)
+    return sigmoid(logits, temperature), labels, {"temperature": temperature, "threshold": threshold, "calibrated_on": source}
+
+
+def leave_one_family_out(args, samples, calibration_samples, reference_per_family: list[dict]) -> list[dict[str, Any]]:
+    """Each leave-one-out checkpoint on the real images and the fakes of the family it was trained without."""
+    from forensics.checkpoint import read_card
+    from forensics.training import FAKE
+
+    reference = {row["family"]: row for row in reference_per_family}
+    rows = []
+    for path in args.leave_one_out:
+        excluded = tuple(read_card(path).training_data.get("excluded_families") or ())
+        if not excluded:
+            raise ValueError(f"--leave-one-out {path}: its card names no excluded family; train it with "
+                             "`forgescan train classifier --exclude-family FAMILY`.")
+        subset = [s for s in samples if s.label != FAKE or s.family in excluded]
+        if not any(s.label == FAKE for s in subset):
+            present = sorted({s.family for s in samples if s.label == FAKE and s.family})
+            raise ValueError(f"--leave-one-out {path} was trained without {list(excluded)}, but {args.data} has no fakes "
+                             f"of those families (it has {present}).")
+        predictor = _predictor(path, "classifier", args.device)
+        scores, labels, calibration = _calibrated_scores(predictor, subset, calibration_samples, args, excluded)
+        figures = _figures(labels, scores, calibration["threshold"])
+        family = "+".join(excluded)
+        rows.append({
+            "family": family, "checkpoint": path, "version": predictor.version, "fakes": int(labels.sum()),
+            "reals": int((labels == 0).sum()), "roc_auc": figures["roc_auc"],
+            "detection_rate": float((scores[labels == 1] >= calibration["threshold"]).mean()),
+            "real_false_positive_rate": float((scores[labels == 0] >= calibration["threshold"]).mean()),
+            "expected_calibration_error": figures["expected_calibration_error"], **calibration,
+            "all_family_model": {k: reference[family][k] for k in ("roc_auc", "detection_rate")} if family in reference else None,
+        })
+    return rows
+
+
+def classifier_report(summary: dict[str, Any], checkpoints: list[str]) -> str:
+    """The evaluation as Markdown tables: headline, per family, leave-one-family-out."""
+    final = summary.get("ensemble") or summary["models"][checkpoints[0]]
+    name = "ensemble" if "ensemble" in summary else final.get("version", checkpoints[0])
+
+    def number(value, digits=3):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = [f"# Classifier evaluation: {name}", "",
+             f"Test set `{summary['data']}` ({summary['count']} images); temperature and threshold from "
+             f"{final.get('calibrated_on', 'the model cards')}.", "",
+             "| accuracy | F1 | ROC-AUC | ECE | threshold |", "|---|---|---|---|---|",
+             f"| {number(final['accuracy'])} | {number(final['f1'])} | {number(final['roc_auc'])} | "
+             f"{number(final['expected_calibration_error'])} | {number(final['threshold'])} |", "",
+             "## Per generator family (held-out split; each family's fakes against all real images)", "",
+             "| family | fakes | ROC-AUC | detected at threshold |", "|---|---|---|---|"]
+    for row in final["per_family"]:
+        lines.append(f"| {row['family']} | {row['fakes']} | {number(row['roc_auc'])} | {number(row['detection_rate'])} |")
+    if summary.get("leave_one_family_out"):
+        lines += ["", "## Leave one family out (trained without the family, tested on it)", "",
+                  "| family left out | fakes | ROC-AUC, family unseen | detected, unseen | real images flagged | ECE | "
+                  "ROC-AUC, all-family model | detected, all-family model |", "|---|---|---|---|---|---|---|---|"]
+        for row in summary["leave_one_family_out"]:
+            reference = row.get("all_family_model") or {}
+            lines.append(f"| {row['family']} | {row['fakes']} | {number(row['roc_auc'])} | {number(row['detection_rate'])} | "
+                         f"{number(row['real_false_positive_rate'])} | {number(row['expected_calibration_error'])} | "
+                         f"{number(reference.get('roc_auc'))} | {number(reference.get('detection_rate'))} |")
+    return "\n".join(lines) + "\n"
 
 
 def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, Any]:

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--valid-fraction", type=float, default=0.15, help="segmenter: share held out when --valid-data is not given")
     data.add_argument("--folds", type=int, default=5, help="classifier: K of stratified K-fold cross-validation")
     data.add_argument("--max-folds", type=int, help="classifier: train only the first N of the K folds (quick runs)")
+    data.add_argument("--exclude-family", action="append", dest="exclude_families", metavar="FAMILY",
+                      help="classifier: leave this generator family's fakes out of training and validation (repeat); "
+                           "a leave-one-family-out run, recorded in the card's training_data.excluded_families")
     model = parser.add_argument_group("model")
     model.add_argument("--input-size", type=int, default=256, help="square model input in pixels (written to the card)")
     model.add_argument("--resize-mode", choices=RESIZE_MODES,
@@ -106,16 +109,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this run, for the model card."""
+    """The commands that reproduce this run, for the model card: the `forgescan make-dataset` command
+    recorded in the training data's dataset.json (when it was made that way), then this command line."""
+    from jobs.make_dataset import chain_with_dataset
+
+    return chain_with_dataset("", args.data, _this_command_line(args))
+
+
+def _this_command_line(args: argparse.Namespace) -> str:
     program = Path(sys.argv[0]).name
     if program in ("forgescan", "cli.py"):
         return " ".join(["forgescan"] + [shlex.quote(a) for a in sys.argv[1:]])
     if program == "train.py":
         return " ".join(["python -m jobs.train"] + [shlex.quote(a) for a in sys.argv[1:]])
     # Called as a library (a notebook, a test): rebuild the command from the parsed arguments.
-    options = [f"--{name.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(str(value))}")
-               for name, value in vars(args).items() if name not in ("model", "handler") and value not in (None, False)]
+    options = []
+    for name, value in vars(args).items():
+        if name in ("model", "handler") or value in (None, False, []):
+            continue
+        flag = "--" + _REPEATED_FLAGS.get(name, name).replace("_", "-")
+        for item in value if isinstance(value, list) else [value]:
+            options.append(flag + ("" if item is True else f" {shlex.quote(str(item))}"))
     return " ".join(["forgescan train", args.model] + options)
+
+
+_REPEATED_FLAGS = {"exclude_families": "exclude_family"}  # dest -> flag of the options given once per value
 
 
 def _settings(args):
@@ -213,10 +231,10 @@ def train_classifier(args) -> dict[str, Any]:
     from forensics.checkpoint import load_checkpoint, save_checkpoint
     from forensics.model_card import default_classifier_card
     from forensics.models import build_model
-    from forensics.training import find_labelled_images, fingerprint_samples, stratified_folds
+    from forensics.training import find_labelled_images, fingerprint_samples, stratified_folds, without_families
     from forensics.training.reports import write_classifier_report
 
-    samples = find_labelled_images(args.data)
+    samples = without_families(find_labelled_images(args.data), args.exclude_families or ())
     labels = np.array([s.label for s in samples])
     folds = stratified_folds(labels, args.folds, args.seed)[: args.max_folds or args.folds]
     output = Path(args.output)
@@ -227,7 +245,8 @@ def train_classifier(args) -> dict[str, Any]:
         crops=args.crops,
         version=_version(args, args.classifier_name),
         trained=True,
-        training_data={"source": str(args.data), **fingerprint_samples(samples)},
+        training_data={"source": str(args.data), **fingerprint_samples(samples),
+                       **({"excluded_families": sorted(args.exclude_families)} if args.exclude_families else {})},
         reproduce=reproduce_command(args),
         notes=f"Trained by `forgescan train classifier` with {args.folds}-fold cross-validation; "
               "this file is the fold with the best validation ROC-AUC.",

@@ -169,8 +169,11 @@ def test_synthetic_writers_produce_loadable_layouts_with_disjoint_photos(tmp_pat
 
 @pytest.fixture(scope="module")
 def tiny_datasets(tmp_path_factory):
+    from jobs.make_dataset import write_dataset_record
+
     root = tmp_path_factory.mktemp("tiny_data")
     write_real_fake_dataset(root / "realfake", 12, seed=5, size=64)
+    write_dataset_record(root / "realfake", "forgescan make-dataset real-fake --output realfake --count 12 --seed 5", {})
     write_forgery_dataset(root / "forgery", 10, seed=6, size=64, authentic_fraction=0.3)
     return root
 
@@ -199,13 +202,18 @@ def test_ray_train_classifier_writes_a_loadable_checkpoint_with_card_metrics_and
     from jobs import train
 
     args = _train_args(model="classifier", data=tiny_datasets / "realfake", output=tmp_path, folds=2, max_folds=1,
-                       epochs=1, batch_size=4, input_size=64, threads=1, cpus_per_worker=1)
+                       epochs=1, batch_size=4, input_size=64, threads=1, cpus_per_worker=1, exclude_family="pixel_shuffle")
     assert train.run(args) == 0
     model, card = load_checkpoint(tmp_path / "classifier.safetensors", expected_kind="classifier")
     assert card.trained and "untrained" not in card.version and card.input_size == (64, 64)
-    assert card.training_data["sha256"] and card.training_data["real"] == 6 and card.training_data["fake"] == 6
+    assert card.training_data["sha256"] and card.training_data["real"] == 6 and card.training_data["fake"] == 5
+    assert card.training_data["excluded_families"] == ["pixel_shuffle"]
+    assert "pixel_shuffle" not in card.training_data["fake_families"] and len(card.training_data["fake_families"]) == 5
     assert "cross_validation" in card.metrics and "roc_auc" in card.metrics["cross_validation"]
-    assert card.reproduce and "classifier" in card.reproduce
+    first, train_command = card.reproduce.split(" && ")
+    assert first == "forgescan make-dataset real-fake --output realfake --count 12 --seed 5"
+    assert train_command.startswith("forgescan train classifier") and "--exclude-family pixel_shuffle" in train_command
+    assert "seconds" not in card.metrics["validation_at_best_epoch"]  # a timing would make the card irreproducible
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["per_fold"][0]["confusion_matrix"] and "classification_report" in metrics["overall"]
     for picture in ("roc_curve.png", "confusion_matrix.png", "training_curves_fold_0.png"):

@@ -108,3 +108,70 @@ def segmenter_outputs(
             if len(outputs.examples) < keep_examples and truth.any():
                 outputs.examples.append((pixels, small_truth, probabilities))
     return outputs
+
+
+# --- the evaluation protocol: per family, leave-one-family-out, calibration on a disjoint split ----------
+
+
+def per_family_metrics(labels: np.ndarray, scores: np.ndarray, families: list[str | None], threshold: float) -> list[dict]:
+    """For every generator family in the set: its fakes against ALL real images (ROC-AUC), and the share of its
+    fakes called AI-generated at `threshold` (detection rate). Fakes without a family are grouped as `unknown`."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    names = np.array([family or "unknown" for family in families], dtype=object)
+    real = labels == 0
+    rows = []
+    for family in sorted(set(names[labels == 1])):
+        fake = (labels == 1) & (names == family)
+        chosen = real | fake
+        rows.append({"family": family, "fakes": int(fake.sum()), "reals": int(real.sum()),
+                     "roc_auc": float(roc_auc_score(labels[chosen], scores[chosen])) if real.any() else None,
+                     "detection_rate": float((scores[fake] >= threshold).mean())})
+    return rows
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray, target_fpr: float) -> tuple[float, float]:
+    """(temperature, ai_generated threshold) fitted on calibration logits, as `forgescan calibrate` fits them."""
+    from forensics.calibration import decision_threshold, fit_temperature
+
+    temperature = fit_temperature(logits, labels)
+    return temperature, decision_threshold(sigmoid(logits, temperature), labels, target_fpr)
+
+
+def check_disjoint(test: list[LabelledImage], other: list[LabelledImage], test_root: str, other_root: str, role: str) -> None:
+    """Refuse a `role` split (calibration) that shares an image, or a source photograph, with the test split.
+
+    Images are compared by the sha256 of their bytes; photographs by the `photo` column of the
+    `samples.csv` that `forgescan make-dataset real-fake` writes, when both splits have one.
+    """
+    import hashlib
+
+    from forensics.training.datasets import DatasetError
+
+    def digests(samples):
+        return {hashlib.sha256(read_sample_bytes(s)).hexdigest() for s in samples}
+
+    shared = digests(test) & digests(other)
+    if shared:
+        raise DatasetError(f"The {role} set {other_root} shares {len(shared)} images with the test set {test_root}; "
+                           f"fit the {role} on a split disjoint from the one you test on.")
+    test_photos, other_photos = source_photographs(test_root), source_photographs(other_root)
+    if test_photos and other_photos and test_photos & other_photos:
+        raise DatasetError(f"The {role} set {other_root} and the test set {test_root} are cut from the same photographs "
+                           f"{sorted(test_photos & other_photos)}; make them with different `--split`s "
+                           "(forgescan make-dataset real-fake --split calibration / heldout).")
+
+
+def source_photographs(root: str) -> set[str]:
+    """The source photographs named in a dataset's samples.csv (empty when it has none)."""
+    import csv
+    from pathlib import Path
+
+    from forensics.synthetic import SAMPLES_FILE
+
+    path = Path(str(root)) / SAMPLES_FILE
+    if "://" in str(root) or not path.is_file():
+        return set()
+    with open(path, newline="") as handle:
+        return {row["photo"] for row in csv.DictReader(handle) if row.get("photo")}

@@ -273,7 +273,8 @@ def train_model(
     best_model.load_state_dict(best_state)
     best_epoch = max(history, key=lambda r: (r["roc_auc"] or 0.0, -r["valid_loss"]) if is_classifier else (r["pixel_f1"], -r["valid_loss"]))
     calibrated = calibrate_card(card, best_validation, settings.target_fpr)
-    metrics = {"best_epoch": best_epoch["epoch"], "validation_at_best_epoch": best_epoch}
+    # Wall-clock seconds stay in the history (history.json), out of the card: a card is reproducible, a timing is not.
+    metrics = {"best_epoch": best_epoch["epoch"], "validation_at_best_epoch": {k: v for k, v in best_epoch.items() if k != "seconds"}}
     metrics.update(_calibrated_metrics(calibrated, best_validation))
     return TrainResult(best_model, calibrated.replace(metrics=metrics), history, best_validation)
 
