@@ -186,17 +186,21 @@ def _calibrated_scores(predictor, samples, calibration_samples, args, excluded: 
     """P(AI-generated) of `samples`: the card's temperature and threshold, or, with calibration samples
     (minus the fakes of `excluded` families), a temperature and threshold fitted on those."""
     from forensics.calibration import sigmoid
-    from forensics.training import FAKE
+    from forensics.training import FAKE, fingerprint_samples
     from forensics.training.evaluation import classifier_logits, fit_calibration
 
     logits, labels = classifier_logits(predictor, samples, args.batch_size)
-    if calibration_samples is None:
-        temperature, threshold, source = predictor.card.temperature, predictor.card.threshold("ai_generated"), "model card"
-    else:
+    card = predictor.card
+    temperature, threshold, source = card.temperature, card.threshold("ai_generated"), "model card"
+    if calibration_samples is not None:
         chosen = [s for s in calibration_samples if not (s.label == FAKE and s.family in excluded)]
-        calibration_logits, calibration_labels = classifier_logits(predictor, chosen, args.batch_size)
-        temperature, threshold = fit_calibration(calibration_logits, calibration_labels, args.target_fpr)
-        source = str(args.calibration_data)
+        fitted = card.metrics.get("calibration") or {}
+        if fitted.get("data_fingerprint") == fingerprint_samples(chosen) and fitted.get("target_fpr") == args.target_fpr:
+            source = str(args.calibration_data)  # `forgescan calibrate` fitted this card on exactly these images
+        else:
+            calibration_logits, calibration_labels = classifier_logits(predictor, chosen, args.batch_size)
+            temperature, threshold = fit_calibration(calibration_logits, calibration_labels, args.target_fpr)
+            source = str(args.calibration_data)
     return sigmoid(logits, temperature), labels, {"temperature": temperature, "threshold": threshold, "calibrated_on": source}
 
 

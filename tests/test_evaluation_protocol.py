@@ -81,22 +81,31 @@ def test_leave_one_out_checkpoint_must_name_its_family(protocol, tmp_path, monke
     assert "--exclude-family" in capsys.readouterr().err
 
 
-def test_recorded_evaluation_extends_reproduce_with_the_data_and_the_command(protocol, tmp_path, monkeypatch):
+def test_calibrated_and_evaluated_card_reproduces_its_whole_chain(protocol, tmp_path, monkeypatch):
+    from jobs import cli
+
     folder = protocol["folder"]
     checkpoint = tmp_path / "classifier.safetensors"
-    shutil.copyfile(protocol["all"], checkpoint)
-    shutil.copyfile(protocol["all"].replace(".safetensors", ".json"), tmp_path / "classifier.json")
+    calibrate = ["calibrate", "classifier", "--checkpoint", protocol["all"], "--data", str(folder / "calibration"),
+                 "--output-checkpoint", str(checkpoint)]
+    monkeypatch.setattr(sys, "argv", ["forgescan"] + calibrate)
+    assert cli.main(calibrate) == 0
+    calibrated = read_card(checkpoint)
     argv = ["classifier", "--checkpoint", str(checkpoint), "--data", str(folder / "heldout"), "--calibration-data",
             str(folder / "calibration"), "--output", str(tmp_path / "eval"), "--record-in-card"]
     assert _evaluate(monkeypatch, argv) == 0
     card = read_card(checkpoint)
-    steps = card.reproduce.split(" && ")
-    assert steps == ["python -m jobs.train classifier",
-                     f"forgescan make-dataset real-fake --output {folder / 'calibration'} --split calibration",
-                     f"forgescan make-dataset real-fake --output {folder / 'heldout'} --split heldout",
-                     "forgescan evaluate " + " ".join(argv)]
-    assert card.metrics["evaluation"]["calibration_data"] == str(folder / "calibration")
-    assert "expected_calibration_error" in card.metrics["evaluation"]
+    assert card.reproduce.split(" && ") == [
+        "python -m jobs.train classifier",
+        f"forgescan make-dataset real-fake --output {folder / 'calibration'} --split calibration",
+        "forgescan " + " ".join(calibrate),
+        f"forgescan make-dataset real-fake --output {folder / 'heldout'} --split heldout",
+        "forgescan evaluate " + " ".join(argv),
+    ]
+    evaluation = card.metrics["evaluation"]
+    assert evaluation["calibration_data"] == str(folder / "calibration") and "expected_calibration_error" in evaluation
+    # calibrated on exactly this split already: the card's temperature and threshold are the ones evaluated
+    assert evaluation["temperature"] == calibrated.temperature and evaluation["threshold"] == calibrated.threshold("ai_generated")
     assert _evaluate(monkeypatch, argv) == 0  # recording the same evaluation again does not repeat it
     assert read_card(checkpoint).reproduce == card.reproduce
 
