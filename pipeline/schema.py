@@ -62,7 +62,10 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field(ANALYSIS, pa.string()),  # `native` (crops + tiles at full resolution) or `triage` (thumbnail)
         pa.field(ANALYSIS_SCALE, pa.float32()),  # segmenter's resolution / original; <1 when the tile cap reduced it
     ],
-    metadata={"forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution"},
+    metadata={
+        "forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution",
+        "forgescan.mask_orientation": "display orientation: after EXIF rotation, like width and height",
+    },
 )
 
 OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)

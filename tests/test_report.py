@@ -12,8 +12,10 @@ import base64
 import json
 import io
 import shutil
+import re
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -28,10 +30,11 @@ from forensics.visualize import BELOW_THRESHOLD_COLOUR, MASK_COLOUR
 from jobs.cli import main as forgescan
 from pipeline.config import ScanConfig
 from pipeline.scan import run_scan
-from tests.conftest import TINY_INPUT, jpeg_bytes
+from tests.conftest import TINY_INPUT, _exif_rotated_jpeg, jpeg_bytes
 
 ALWAYS, NEVER = 0.0, 1.01
 GOOD_IMAGES = {"photos/a.jpg": (120, 80, 1), "photos/b.jpg": (64, 96, 2), "photos/nested/c.jpg": (90, 90, 3)}
+ROTATED = "photos/rotated.jpg"  # stored 100x40 with EXIF orientation 6: displayed 40x100
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,7 @@ def write_archive(root, with_bad_file: bool = True):
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(jpeg_bytes(width, height, seed=seed))
+    (root / ROTATED).write_bytes(_exif_rotated_jpeg())
     if with_bad_file:
         (root / "photos" / "broken.jpg").write_bytes(b"not a jpeg at all")
     return root
@@ -152,14 +156,14 @@ def test_report_of_one_scan_shows_counts_thumbnails_and_finding_overlays_in_chro
     render(two_scans["output"], html_path, "--scan-id", two_scans["manipulated"])
     page = rendered_dom(html_path)
     text = page.page
-    assert summary_counts(text) == {"rows": 4, "objects": 4, "ok": 3, "errors": 1, "flagged": 3}
+    assert summary_counts(text) == {"rows": 5, "objects": 5, "ok": 4, "errors": 1, "flagged": 4}
     assert page.having("b", id="view", data_view="scan")
     assert [a["data-error-kind"] for a in page.having("tr", data_error_kind=True)] == ["not_an_image"]
     rows = page.having("tr", class_="finding-row")
-    assert len(rows) == 3 and {r["data-verdict"] for r in rows} == {"manipulated"}
-    assert len(page.having("img", class_="picture")) == 3
+    assert len(rows) == 4 and {r["data-verdict"] for r in rows} == {"manipulated"}
+    assert len(page.having("img", class_="picture")) == 4
     overlays = page.having("img", class_="overlay")
-    assert len(overlays) == 3 and {o["data-mask-state"] for o in overlays} == {"finding"}
+    assert len(overlays) == 4 and {o["data-mask-state"] for o in overlays} == {"finding"}
     for overlay in overlays:
         layer = data_uri_image(overlay["src"])
         assert layer.shape == (int(overlay["height"]), int(overlay["width"]), 4)
@@ -174,12 +178,12 @@ def test_default_view_is_the_archive_and_draws_masks_under_threshold_as_such(two
     page = rendered_dom(html_path)
     text = page.page
     assert page.having("b", id="view", data_view="archive")
-    # Latest row per object: the second scan's verdicts, four objects (not eight rows).
-    assert summary_counts(text) == {"rows": 4, "objects": 4, "ok": 3, "errors": 1, "flagged": 3}
+    # Latest row per object: the second scan's verdicts, five objects (not ten rows).
+    assert summary_counts(text) == {"rows": 5, "objects": 5, "ok": 4, "errors": 1, "flagged": 4}
     rows = page.having("tr", class_="finding-row")
-    assert {r["data-verdict"] for r in rows} == {"ai_generated"} and len(rows) == 3
+    assert {r["data-verdict"] for r in rows} == {"ai_generated"} and len(rows) == 4
     overlays = page.having("img", class_="overlay")
-    assert len(overlays) == 3 and {o["data-mask-state"] for o in overlays} == {"below-threshold"}
+    assert len(overlays) == 4 and {o["data-mask-state"] for o in overlays} == {"below-threshold"}
     assert {tuple(data_uri_image(o["src"])[0, 0, :3]) for o in overlays} == {BELOW_THRESHOLD_COLOUR}
     assert "below threshold: manipulation score" in text and "manipulated ≥ 1.01" in text
 
@@ -240,8 +244,8 @@ def test_report_after_the_source_images_were_deleted_still_draws_the_masks(ray_l
     page = rendered_dom_of(tmp_path / "out", tmp_path / "r.html")
     assert page.having("p", data_notice="sources-missing")
     rows = page.having("tr", class_="finding-row")
-    assert len(rows) == 3 and {r["data-image-state"] for r in rows} == {"missing"}
-    assert len(page.having("img", class_="overlay", data_mask_state="finding")) == 3
+    assert len(rows) == 4 and {r["data-image-state"] for r in rows} == {"missing"}
+    assert len(page.having("img", class_="overlay", data_mask_state="finding")) == 4
 
 
 def test_report_reads_output_and_images_from_s3(ray_local, checkpoints_judging, s3, s3_endpoint, tmp_path):
@@ -279,21 +283,115 @@ def test_summary_prints_the_counts_of_each_scan_and_of_the_archive(two_scans, ca
     out = capsys.readouterr().out
     table = {line.split()[0]: line.split()[4:] for line in out.splitlines() if line.startswith("scan-")}
     # rows, ok, errors, then verdicts ai_generated, manipulated, authentic, error
-    assert table == {two_scans["manipulated"]: ["4", "3", "1", "0", "3", "0", "1"],
-                     two_scans["generated"]: ["4", "3", "1", "3", "0", "0", "1"]}
+    assert table == {two_scans["manipulated"]: ["5", "4", "1", "0", "4", "0", "1"],
+                     two_scans["generated"]: ["5", "4", "1", "4", "0", "0", "1"]}
     assert f"{two_scans['generated']} error kinds: not_an_image 1" in out
     assert "latest row per object across 2 complete scans" in out
-    assert "objects 4, ok 3, errors 1; verdicts ai_generated 3, error 1" in out
+    assert "objects 5, ok 4, errors 1; verdicts ai_generated 4, error 1" in out
 
 
 def test_summary_json_matches_the_table(two_scans, capsys):
     assert forgescan(["summary", str(two_scans["output"]), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [s["scan_id"] for s in summary["scans"]] == [two_scans["manipulated"], two_scans["generated"]]
-    assert summary["scans"][0]["verdicts"] == {"error": 1, "manipulated": 3}
-    assert summary["archive"]["verdicts"] == {"ai_generated": 3, "error": 1} and summary["archive"]["objects"] == 4
+    assert summary["scans"][0]["verdicts"] == {"error": 1, "manipulated": 4}
+    assert summary["archive"]["verdicts"] == {"ai_generated": 4, "error": 1} and summary["archive"]["objects"] == 5
 
 
 def test_summary_of_an_output_without_scans_names_the_fix(tmp_path, capsys):
     assert forgescan(["summary", str(tmp_path / "nothing")]) == 2
     assert "run `forgescan scan SOURCE --output" in capsys.readouterr().err
+
+
+def test_notebook_loads_an_output_as_pyarrow_pandas_and_polars(two_scans):
+    from pipeline import notebook
+
+    output = str(two_scans["output"])
+    everything = notebook.load(output)
+    assert everything.num_rows == 10 and set(everything.column("scan_id").to_pylist()) == {
+        two_scans["manipulated"], two_scans["generated"]}
+    frame = notebook.load(output, as_="pandas", scan_id=two_scans["manipulated"])
+    assert len(frame) == 5 and set(frame["scan_id"]) == {two_scans["manipulated"]}
+    latest = notebook.load(output, as_="polars", latest=True, columns=["uri", "verdict", "scan_id"])
+    assert latest.height == 5 and set(latest["scan_id"]) == {two_scans["generated"]}
+    assert sorted(latest["verdict"]) == ["ai_generated"] * 4 + ["error"]
+
+
+def test_notebook_decodes_masks_from_every_table_kind_in_display_orientation(two_scans):
+    from pipeline import notebook
+
+    output = str(two_scans["output"])
+    rotated_uri = (two_scans["archive"] / ROTATED).as_uri()
+    rows = [
+        next(r for r in notebook.load(output).to_pylist() if r["uri"] == rotated_uri),
+        notebook.load(output, as_="pandas").set_index("uri", drop=False).loc[rotated_uri].iloc[0],
+        next(r for r in notebook.load(output, as_="polars").iter_rows(named=True) if r["uri"] == rotated_uri),
+    ]
+    for row in rows:
+        mask = notebook.decode_mask(row)
+        assert mask.dtype == np.uint8 and mask.shape == (100, 40)  # displayed 40 wide, 100 high: after EXIF rotation
+        assert mask.all()  # pixel threshold 0
+    assert notebook.read_image(rotated_uri).shape == (100, 40, 3)
+    error_row = next(r for r in notebook.load(output).to_pylist() if r["status"] == "error")
+    with pytest.raises(ValueError, match="has no mask"):
+        notebook.decode_mask(error_row)
+
+
+def test_notebook_overlay_tints_the_masked_pixels_of_the_image(two_scans):
+    from pipeline import notebook
+
+    row = next(r for r in notebook.load(str(two_scans["output"]), scan_id=two_scans["manipulated"]).to_pylist()
+               if r["uri"].endswith("photos/a.jpg"))
+    image = notebook.read_image(row["uri"])
+    picture = notebook.overlay(row, opacity=0.5)
+    assert picture.shape == image.shape == (80, 120, 3)
+    inner = (slice(5, -5), slice(5, -5))  # inside the outlined bounding box
+    expected = np.round(image[inner].astype(np.float32) * 0.5 + np.asarray(MASK_COLOUR, np.float32) * 0.5)
+    assert np.abs(picture[inner].astype(np.float32) - expected).max() <= 1
+    with pytest.raises(ValueError, match="mask is 120x80"):
+        notebook.overlay(row, image=np.zeros((10, 10, 3), np.uint8))
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first ```language block after `heading` in the README, verbatim."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    assert match, f"no {language} block under {heading!r} in README.md"
+    return match.group(1)
+
+
+def test_readme_duckdb_queries_run_against_a_real_scan(two_scans):
+    import duckdb
+
+    output = two_scans["output"]
+    queries = [q.strip() for q in readme_block("### Querying with DuckDB", "sql").split(";") if q.strip()]
+    assert len(queries) == 3
+    verdicts, top_manipulated, latest = (duckdb.sql(q.replace("DEST", str(output))).fetchall() for q in queries)
+    first, second = two_scans["manipulated"], two_scans["generated"]
+    assert verdicts == [(first, "error", 1), (first, "manipulated", 4), (second, "ai_generated", 4), (second, "error", 1)]
+    rows = pads.dataset(str(output), partitioning="hive").to_table().to_pylist()
+    expected = sorted(((r["uri"], r["manipulation_score"]) for r in rows
+                       if r["verdict"] == "manipulated" and r["mask_area"] > 0.05), key=lambda p: (-p[1], p[0]))
+    assert [(uri, pytest.approx(score)) for uri, score, *_ in top_manipulated] == expected and len(expected) == 4
+    assert all(area == 1.0 and scan_id == first for _, _, area, _, scan_id in top_manipulated)
+    assert [(uri, verdict, scan_id) for uri, verdict, _, _, scan_id, _ in latest] == sorted(
+        (r["uri"], r["verdict"], second) for r in rows if r["scan_id"] == second)
+
+
+def test_readme_pycocotools_snippet_decodes_a_real_mask(two_scans):
+    import pyarrow.parquet as pq
+
+    snippet = readme_block("### Decoding masks", "python").replace('"DEST"', repr(str(two_scans["output"])))
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - the README's own code, run as a reader would
+    row, mask = namespace["row"], namespace["mask"]
+    assert mask.shape == (row["height"], row["width"]) and mask.dtype == np.uint8
+    assert mask.mean() == pytest.approx(row["mask_area"])
+    [part] = list((two_scans["output"] / f"scan_id={row['scan_id']}").glob("*.parquet"))
+    metadata = pq.read_schema(part).metadata
+    assert b"column-major" in metadata[b"forgescan.mask_rle"]
+    assert b"after EXIF rotation" in metadata[b"forgescan.mask_orientation"]
