@@ -276,3 +276,19 @@ def test_native_tile_segmenter_trains_on_a_native_window_with_its_mask():
     assert pixels.shape == (32, 32, 3) and np.array_equal(pixels[:20, :25], original[:20, :25])
     assert np.array_equal(window_mask[:20, :25], mask[:20, :25])
 
+
+
+def test_lite0_imagenet_weights_renamed_for_timm_start_the_classifier(tmp_path):
+    from safetensors.torch import load_file
+
+    import torch
+
+    from forensics.models import build_model, load_backbone_weights
+    from forensics.training.backbones import export_efficientnet_lite0
+
+    path = export_efficientnet_lite0(tmp_path / "lite0-timm.safetensors", naming="timm")
+    card = default_classifier_card((64, 64))
+    model = build_model(card)
+    loaded = load_backbone_weights(model, card, path)
+    assert len(loaded) == 245 and not any(".se." in name or name.startswith("classifier") for name in loaded)
+    assert torch.equal(model.state_dict()["conv_stem.weight"], load_file(str(path))["conv_stem.weight"])
