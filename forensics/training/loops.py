@@ -222,7 +222,10 @@ def train_model(
                               generator=generator, pin_memory=context.device.type == "cuda")
     valid_loader = DataLoader(valid_data, batch_size=settings.batch_size, num_workers=settings.loader_workers)
 
-    model = build_model(card, backbone_weights=settings.backbone_weights).to(context.device)
+    model = build_model(card, backbone_weights=settings.backbone_weights)
+    if is_classifier:
+        start_at_even_odds(model)
+    model = model.to(context.device)
     model = context.wrap_model(model.to(memory_format=torch.channels_last))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     total_steps = max(1, settings.epochs * len(train_loader))
@@ -277,6 +280,18 @@ def train_model(
     metrics = {"best_epoch": best_epoch["epoch"], "validation_at_best_epoch": {k: v for k, v in best_epoch.items() if k != "seconds"}}
     metrics.update(_calibrated_metrics(calibrated, best_validation))
     return TrainResult(best_model, calibrated.replace(metrics=metrics), history, best_validation)
+
+
+def start_at_even_odds(model: nn.Module) -> None:
+    """Zero the classifier's head so training starts at logit 0 (P = 0.5) for every image.
+
+    timm initialises a one-output head uniformly in [-1, 1] (1/sqrt(fan_out)), which over 1,280 pooled
+    features gives starting logits of about +-20: the first epochs are then spent unlearning confident
+    wrong answers (a training loss above 2 where a constant guess scores 0.69).
+    """
+    head = model.get_classifier()
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
