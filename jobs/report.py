@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from forensics.verdict import VERDICTS
-from pipeline.html_report import ReportRequest, draw_thumbnail, render_report, thresholds_for
-from pipeline.results import ARCHIVE_VIEW, FLAGGED_VERDICTS, VIEWS, ResultsError, ScanResults, class_mask_column
+from pipeline.html_report import ReportRequest, contact_sheet_png, render_report
+from pipeline.results import ARCHIVE_VIEW, FLAGGED_VERDICTS, VIEWS, ResultsError, ScanResults
 from pipeline.storage import StorageError, resolve_endpoint_url
 
 
@@ -27,44 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only images whose larger score (ai or manipulation) is at least this (default 0)")
     parser.add_argument("--picture", type=Path, help="also write a PNG contact sheet of the same images here")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint for the output and the images (as for scan)")
-
-
-def write_contact_sheet(results: ScanResults, request: ReportRequest, picture: Path) -> int:
-    """The shown images as one PNG (the thumbnails with their mask layers flattened)."""
-    import numpy as np
-    from PIL import Image
-
-    from forensics.visualize import contact_sheet
-    from pipeline import schema
-
-    rows = results.top_rows(request.selection, request.verdicts, request.min_score, request.limit)
-    masks = results.masks(rows)
-    class_column = class_mask_column(results.dataset.schema) if results.dataset is not None else None
-    colours: dict = {}
-    tiles = []
-    for row in rows:
-        thumbnail = draw_thumbnail(row, masks.get((row[schema.SCAN_ID], row[schema.URI]), {}),
-                                   thresholds_for(results.manifest(row[schema.SCAN_ID])), colours, class_column,
-                                   request.endpoint_url)
-        picture_image = _decode_data_uri(thumbnail.picture).convert("RGBA")
-        if thumbnail.overlay:
-            picture_image = Image.alpha_composite(picture_image, _decode_data_uri(thumbnail.overlay).convert("RGBA"))
-        name = row[schema.URI].rsplit("/", 1)[-1]
-        caption = (f"{name}\n{row[schema.VERDICT]} ai {row[schema.AI_SCORE]:.2f} "
-                   f"manip {row[schema.MANIPULATION_SCORE]:.2f} ({thumbnail.mask_state})")
-        tiles.append((np.asarray(picture_image.convert("RGB")), caption))
-    picture.parent.mkdir(parents=True, exist_ok=True)
-    picture.write_bytes(contact_sheet(tiles) if tiles else b"")
-    return len(tiles)
-
-
-def _decode_data_uri(uri: str):
-    import base64
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if counts.error_kinds:
         print("  error kinds " + ", ".join(f"{k} {n}" for k, n in counts.error_kinds.items()))
     print(f"  report with {len(shown)} image{'s' if len(shown) != 1 else ''}: {html_path}")
-    if args.picture:
-        count = write_contact_sheet(results, request, args.picture)
-        print(f"  contact sheet of {count} images: {args.picture}")
+    if args.picture and shown:
+        args.picture.parent.mkdir(parents=True, exist_ok=True)
+        args.picture.write_bytes(contact_sheet_png(shown))
+        print(f"  contact sheet of the same {len(shown)} images: {args.picture}")
     return 0
 
 

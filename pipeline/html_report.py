@@ -14,19 +14,23 @@ import datetime as dt
 import hashlib
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jinja2
+import forensics
 import numpy as np
 from PIL import Image, ImageOps
 
 from forensics.masks import decode_mask
-from forensics.visualize import BELOW_THRESHOLD_COLOUR, MASK_COLOUR, TYPE_COLOURS, mask_layer, png_bytes
+from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard
+from forensics.visualize import BELOW_THRESHOLD_COLOUR, MASK_COLOUR, TYPE_COLOURS, contact_sheet, mask_layer, png_bytes
 from pipeline import schema
 from pipeline.results import FLAGGED_VERDICTS, HISTOGRAM_BINS, Counts, ScanResults, Selection, class_mask_column
 from pipeline.state import ScanManifest
 from pipeline.storage import read_object, storage_options_key
 
 THUMBNAIL_SIZE = 256
+BUNDLED_CARDS = Path(forensics.__file__).parent / "checkpoints"  # the cards of the demo checkpoints
 FINDING = "finding"
 BELOW_THRESHOLD = "below-threshold"
 EMPTY = "empty"
@@ -41,14 +45,39 @@ class Thumbnail:
     thresholds: dict
     image_state: str  # ok | missing | unreadable | changed
     image_note: str
-    picture: str  # data URI
-    width: int
-    height: int
+    image: Image.Image  # RGB, display orientation, fitted into the thumbnail size (a blank canvas when unreadable)
     mask_state: str  # finding | below-threshold | empty
     mask_note: str
-    overlay: str | None  # data URI of the RGBA mask layer, None when the mask is empty
-    overlay_pixels: int
+    layer: np.ndarray | None  # RGBA mask layer of the image's size, None when the mask is empty
     types: list[tuple[str, str, float | None]] = field(default_factory=list)  # (name, css colour, area)
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+    @property
+    def picture(self) -> str:
+        buffer = io.BytesIO()
+        self.image.save(buffer, format="JPEG", quality=85)
+        return _data_uri(buffer.getvalue(), "image/jpeg")
+
+    @property
+    def overlay(self) -> str | None:
+        return None if self.layer is None else _data_uri(png_bytes(self.layer), "image/png")
+
+    @property
+    def overlay_pixels(self) -> int:
+        return 0 if self.layer is None else int((self.layer[..., 3] > 0).sum())
+
+    def composite(self) -> np.ndarray:
+        """The thumbnail with its mask layer flattened in (RGB uint8), for a PNG contact sheet."""
+        if self.layer is None:
+            return np.asarray(self.image)
+        return np.asarray(Image.alpha_composite(self.image.convert("RGBA"), Image.fromarray(self.layer)).convert("RGB"))
 
 
 def thresholds_for(manifest: ScanManifest | None) -> dict:
@@ -57,16 +86,13 @@ def thresholds_for(manifest: ScanManifest | None) -> dict:
         return dict(manifest.thresholds)
     if manifest is None:
         return {}
-    from forensics.checkpoint import bundled_checkpoint, read_checkpoint
-    from forensics.model_card import CLASSIFIER, SEGMENTER
-
     found = {}
     for kind, version, names in ((CLASSIFIER, manifest.classifier_version, ("ai_generated",)),
                                  (SEGMENTER, manifest.segmenter_version, ("manipulated", "pixel"))):
-        path = bundled_checkpoint(kind)
-        if path is None:
+        path = BUNDLED_CARDS / f"{kind}.json"
+        if not path.exists():
             continue
-        _, card = read_checkpoint(path, expected_kind=kind)
+        card = ModelCard.read(path)
         if card.version == version:
             found.update({name: card.threshold(name) for name in names if name in card.thresholds})
     return found
@@ -147,16 +173,9 @@ def draw_thumbnail(row: dict, masks: dict, thresholds: dict, type_colours: dict[
             layers.append((mask, MASK_COLOUR))
     elif state == BELOW_THRESHOLD:
         layers.append((mask, BELOW_THRESHOLD_COLOUR))
-    overlay, overlay_pixels = None, 0
-    if layers:
-        layer = mask_layer(layers, image.size)
-        overlay_pixels = int((layer[..., 3] > 0).sum())
-        overlay = _data_uri(png_bytes(layer), "image/png")
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return Thumbnail(row=row, thresholds=thresholds, image_state=image_state, image_note=image_note,
-                     picture=_data_uri(buffer.getvalue(), "image/jpeg"), width=image.width, height=image.height,
-                     mask_state=state, mask_note=note, overlay=overlay, overlay_pixels=overlay_pixels, types=types)
+    return Thumbnail(row=row, thresholds=thresholds, image_state=image_state, image_note=image_note, image=image,
+                     mask_state=state, mask_note=note, layer=mask_layer(layers, image.size) if layers else None,
+                     types=types)
 
 
 def histogram_svg(per_verdict: dict[str, list[int]], threshold: float | None, title: str, bins: int = HISTOGRAM_BINS) -> str:
@@ -270,13 +289,24 @@ Generated {{ generated }}. {% if selection.view == "archive" %}(Default view; pa
 <div class="small state-{{ t.mask_state }}">{{ t.mask_note }}</div>{% if t.image_note %}<div class="small" data-image-note>{{ t.image_note }}</div>{% endif %}
 {% for name, colour, area in t.types %}<div class="small"><span class="swatch" style="background:{{ colour }}"></span>{{ name }}{% if area is not none %} {{ "%.1f"|format(100 * area) }}%{% endif %}</div>{% endfor %}</td>
 <td class="uri">{{ t.row.uri }}<div class="small">{{ t.row.width }}×{{ t.row.height }} {{ t.row.format or "" }}, {{ t.row.size_bytes or "?" }} bytes<br>scan {{ t.row.scan_id }}<br>sha256 {{ (t.row.sha256 or "")[:16] }}…</div></td>
-<td style="color:{{ verdict_colours.get(t.row.verdict, '#000') }}">{{ t.row.verdict }}{% if t.row.reasons %}<div class="small">{{ t.row.reasons }}</div>{% endif %}</td>
+<td style="color:{{ verdict_colours.get(t.row.verdict, '#000') }}">{{ t.row.verdict }}{% if t.row.manipulation_type %}<div class="small" data-manipulation-type="{{ t.row.manipulation_type }}">type {{ t.row.manipulation_type }}</div>{% endif %}{% if t.row.reasons %}<div class="small">{{ t.row.reasons }}</div>{% endif %}</td>
 <td>ai {{ fmt(t.row.ai_score) }}<br>manipulation {{ fmt(t.row.manipulation_score) }}<br>confidence {{ fmt(t.row.confidence) }}<br>mask area {{ pct(t.row.mask_area) }}</td>
 <td class="small thresholds">{% for k, v in t.thresholds.items() %}{{ k }} ≥ {{ "%.2f"|format(v) }}<br>{% else %}thresholds not recorded{% endfor %}
 {{ t.row.classifier_version }}<br>{{ t.row.segmenter_version }}</td></tr>
 {% endfor %}</table></section>
 </body></html>
 """)
+
+
+def contact_sheet_png(shown: list[Thumbnail]) -> bytes:
+    """The shown thumbnails with their mask layers flattened in, as one captioned PNG."""
+    tiles = []
+    for thumbnail in shown:
+        row = thumbnail.row
+        caption = (f"{row[schema.URI].rsplit('/', 1)[-1]}\n{row[schema.VERDICT]} ai {row[schema.AI_SCORE]:.2f} "
+                   f"manip {row[schema.MANIPULATION_SCORE]:.2f} ({thumbnail.mask_state})")
+        tiles.append((thumbnail.composite(), caption))
+    return contact_sheet(tiles)
 
 
 def render_report(results: ScanResults, request: ReportRequest) -> tuple[str, Counts, list[Thumbnail]]:
@@ -290,8 +320,11 @@ def render_report(results: ScanResults, request: ReportRequest) -> tuple[str, Co
     scans = [m for m in results.manifests if m.scan_id in selection.scan_ids]
     thresholds = {m.scan_id: thresholds_for(m) for m in scans}
     type_colours: dict[str, tuple[int, int, int]] = {}
+    # Images are read from where each scan found them: through --endpoint-url, else the endpoint its manifest recorded.
+    endpoints = {m.scan_id: request.endpoint_url or m.endpoint_url for m in scans}
     shown = [draw_thumbnail(row, masks.get((row[schema.SCAN_ID], row[schema.URI]), {}), thresholds.get(row[schema.SCAN_ID], {}),
-                            type_colours, class_column, request.endpoint_url, request.thumbnail_size) for row in rows]
+                            type_colours, class_column, endpoints.get(row[schema.SCAN_ID]), request.thumbnail_size)
+             for row in rows]
     single = list(thresholds.values())[0] if len(set(map(str, thresholds.values()))) == 1 and thresholds else {}
     svgs = [histogram_svg(histograms[schema.AI_SCORE], single.get("ai_generated"), "ai_score"),
             histogram_svg(histograms[schema.MANIPULATION_SCORE], single.get("manipulated"), "manipulation_score")]

@@ -25,7 +25,6 @@ import pyarrow.dataset as pads
 
 from forensics.verdict import AI_GENERATED, MANIPULATED
 from pipeline import schema
-from pipeline.sink import scan_directory
 from pipeline.state import COMPLETE, ScanManifest, ScanState
 from pipeline.storage import parse_location
 
@@ -36,6 +35,9 @@ FLAGGED_VERDICTS = (AI_GENERATED, MANIPULATED)
 HISTOGRAM_BINS = 20
 # The score a finding is ranked by: the larger of its two image-level scores.
 SUSPICION_SQL = f"greatest(coalesce({schema.AI_SCORE}, 0), coalesce({schema.MANIPULATION_SCORE}, 0))"
+# What counts, histograms and the top-k need: small columns, held once per selection in a DuckDB temp table.
+SELECTION_COLUMNS = (schema.SCAN_ID, schema.URI, schema.STATUS, schema.VERDICT, schema.ERROR, schema.AI_SCORE,
+                     schema.MANIPULATION_SCORE)
 # Columns a report shows for each selected row, when the output has them (newer columns may be absent).
 ROW_COLUMNS = (schema.SCAN_ID, schema.URI, schema.VERDICT, schema.AI_SCORE, schema.MANIPULATION_SCORE,
                schema.CONFIDENCE, schema.MASK_AREA, schema.MASK_BBOX, schema.WIDTH, schema.HEIGHT, schema.FORMAT,
@@ -97,6 +99,7 @@ class ScanResults:
         self.dataset = self._open_dataset()
         self.columns = set(self.dataset.schema.names) if self.dataset is not None else set(schema.OUTPUT_COLUMNS)
         self.connection = duckdb.connect()
+        self._selection_tables: dict[Selection, str] = {}
         if self.dataset is not None:
             self.connection.register("results", self.dataset)
         else:
@@ -155,8 +158,16 @@ class ScanResults:
         return (f"SELECT {projected} FROM results WHERE {where} QUALIFY row_number() OVER "
                 f"(PARTITION BY {schema.URI} ORDER BY {schema.SCANNED_AT} DESC, {schema.SCAN_ID} DESC) = 1")
 
+    def selection_table(self, selection: Selection) -> str:
+        """A DuckDB temp table of the selection's small columns: one pass over the Parquet files per selection."""
+        if selection not in self._selection_tables:
+            name = f"selection_{len(self._selection_tables)}"
+            self.connection.execute(f"CREATE TEMP TABLE {name} AS {self.relation_sql(selection, list(SELECTION_COLUMNS))}")
+            self._selection_tables[selection] = name
+        return self._selection_tables[selection]
+
     def counts(self, selection: Selection) -> Counts:
-        sql = self.relation_sql(selection, [schema.URI, schema.STATUS, schema.VERDICT, schema.ERROR])
+        sql = f"SELECT * FROM {self.selection_table(selection)}"
         grouped = self.connection.sql(
             f"SELECT {schema.STATUS}, {schema.VERDICT}, split_part({schema.ERROR}, ':', 1) AS kind, count(*) AS n "
             f"FROM ({sql}) GROUP BY ALL").fetchall()
@@ -198,7 +209,7 @@ class ScanResults:
 
     def histograms(self, selection: Selection, bins: int = HISTOGRAM_BINS) -> dict[str, dict[str, list[int]]]:
         """Per score column and verdict, counts of ok rows in `bins` equal bins over [0, 1]."""
-        sql = self.relation_sql(selection, [schema.STATUS, schema.VERDICT, schema.AI_SCORE, schema.MANIPULATION_SCORE])
+        sql = f"SELECT * FROM {self.selection_table(selection)}"
         result: dict[str, dict[str, list[int]]] = {}
         for column in (schema.AI_SCORE, schema.MANIPULATION_SCORE):
             rows = self.connection.sql(
@@ -212,34 +223,42 @@ class ScanResults:
 
     def top_rows(self, selection: Selection, verdicts: tuple[str, ...] = FLAGGED_VERDICTS, min_score: float = 0.0,
                  limit: int = 50) -> list[dict]:
-        """The `limit` highest-scoring ok rows with these verdicts, without masks (a DuckDB top-k)."""
-        sql = self.relation_sql(selection, [schema.STATUS, *ROW_COLUMNS])
-        verdict_list = ", ".join(_quote(v) for v in verdicts)
-        cursor = self.connection.execute(
-            f"SELECT *, {SUSPICION_SQL} AS suspicion FROM ({sql}) WHERE {schema.STATUS} = 'ok' "
-            f"AND {schema.VERDICT} IN ({verdict_list}) AND {SUSPICION_SQL} >= ? "
-            f"ORDER BY suspicion DESC, {schema.URI} LIMIT ?", [float(min_score), int(limit)])
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, values)) for values in cursor.fetchall()]
+        """The `limit` highest-scoring ok rows with these verdicts, with the columns a report shows but no masks.
 
-    def masks(self, rows: list[dict]) -> dict[tuple[str, str], dict]:
-        """`(scan_id, uri) -> {"mask_rle": ..., <class column>: ...}` for these rows only (filters pushed to Parquet)."""
-        if self.dataset is None or not rows:
+        The top-k runs on the selection's small columns; only those k rows are then read in full.
+        """
+        verdict_list = ", ".join(_quote(v) for v in verdicts)
+        chosen = self.connection.execute(
+            f"SELECT {schema.SCAN_ID}, {schema.URI}, {SUSPICION_SQL} AS suspicion FROM {self.selection_table(selection)} "
+            f"WHERE {schema.STATUS} = 'ok' AND {schema.VERDICT} IN ({verdict_list}) AND {SUSPICION_SQL} >= ? "
+            f"ORDER BY suspicion DESC, {schema.URI} LIMIT ?", [float(min_score), int(limit)]).fetchall()
+        details = self.rows_of([(scan_id, uri) for scan_id, uri, _ in chosen],
+                               [c for c in ROW_COLUMNS if c in self.columns])
+        return [{**{c: None for c in ROW_COLUMNS}, **details.get((scan_id, uri), {}), "suspicion": suspicion}
+                for scan_id, uri, suspicion in chosen]
+
+    def rows_of(self, keys: list[tuple[str, str]], columns: list[str]) -> dict[tuple[str, str], dict]:
+        """`(scan_id, uri) -> {column: value}` for these rows only (scan and URI filters pushed down to Parquet)."""
+        if self.dataset is None or not keys:
             return {}
-        class_column = class_mask_column(self.dataset.schema)
-        columns = [schema.SCAN_ID, schema.URI, schema.MASK_RLE] + ([class_column] if class_column else [])
-        found: dict[tuple[str, str], dict] = {}
+        columns = list(dict.fromkeys([schema.SCAN_ID, schema.URI, *columns]))
         by_scan: dict[str, list[str]] = {}
-        for row in rows:
-            by_scan.setdefault(row[schema.SCAN_ID], []).append(row[schema.URI])
+        for scan_id, uri in keys:
+            by_scan.setdefault(scan_id, []).append(uri)
+        found = {}
         for scan_id, uris in by_scan.items():
             wanted = (pc.field(schema.SCAN_ID) == scan_id) & pc.field(schema.URI).isin(uris)
             for record in self.dataset.to_table(columns=columns, filter=wanted).to_pylist():
                 found[(record[schema.SCAN_ID], record[schema.URI])] = record
         return found
 
-    def scan_directory_uri(self, scan_id: str) -> str:
-        return scan_directory(self.location, scan_id).uri
+    def masks(self, rows: list[dict]) -> dict[tuple[str, str], dict]:
+        """`(scan_id, uri) -> {"mask_rle": ..., <per-class column>: ...}` for these rows only."""
+        if self.dataset is None:
+            return {}
+        class_column = class_mask_column(self.dataset.schema)
+        return self.rows_of([(r[schema.SCAN_ID], r[schema.URI]) for r in rows],
+                            [schema.MASK_RLE] + ([class_column] if class_column else []))
 
 
 def _quote(value: str) -> str:

@@ -395,3 +395,57 @@ def test_readme_pycocotools_snippet_decodes_a_real_mask(two_scans):
     metadata = pq.read_schema(part).metadata
     assert b"column-major" in metadata[b"forgescan.mask_rle"]
     assert b"after EXIF rotation" in metadata[b"forgescan.mask_orientation"]
+
+
+def with_per_class_masks(output, scan_id: str) -> None:
+    """Rewrite one scan's files as a multi-class segmenter writes them: a `mask_classes` list beside `mask_rle`
+    (left half of each mask `spliced`, right half `copy_move`) and the dominant `manipulation_type`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from forensics.masks import decode_mask, encode_mask
+
+    rle_type = pa.struct([pa.field("size", pa.list_(pa.int32())), pa.field("counts", pa.string())])
+    class_type = pa.struct([pa.field("class_id", pa.int32()), pa.field("name", pa.string()),
+                            pa.field("mask_rle", rle_type), pa.field("area", pa.float32())])
+    for part in (output / f"scan_id={scan_id}").glob("*.parquet"):
+        table = pq.read_table(part)
+        classes, dominant = [], []
+        for row in table.to_pylist():
+            if row["mask_rle"] is None:
+                classes.append(None)
+                dominant.append(None)
+                continue
+            mask = decode_mask(row["mask_rle"]).astype(bool)
+            half = mask.shape[1] // 2
+            left, right = mask.copy(), mask.copy()
+            left[:, half:] = False
+            right[:, :half] = False
+            entries = [{"class_id": i + 1, "name": name, "mask_rle": {"size": list(rle.size), "counts": rle.counts},
+                        "area": float(m.mean())}
+                       for i, (name, m) in enumerate((("spliced", left), ("copy_move", right)))
+                       for rle in [encode_mask(m)]]
+            classes.append(entries)
+            dominant.append("spliced" if left.sum() >= right.sum() else "copy_move")
+        table = table.append_column(pa.field("mask_classes", pa.list_(class_type)), pa.array(classes, pa.list_(class_type)))
+        table = table.append_column("manipulation_type", pa.array(dominant, pa.string()))
+        pq.write_table(table, part)
+
+
+def test_report_colours_each_manipulation_type_when_the_output_has_per_class_masks(two_scans, tmp_path):
+    output = tmp_path / "out"
+    shutil.copytree(two_scans["output"], output)
+    with_per_class_masks(output, two_scans["manipulated"])
+    page = rendered_dom_of(output, tmp_path / "r.html", "--scan-id", two_scans["manipulated"])
+    overlays = page.having("img", class_="overlay", data_mask_state="finding")
+    assert len(overlays) == 4
+    for overlay in overlays:
+        layer = data_uri_image(overlay["src"])
+        width = layer.shape[1]
+        left, right = {tuple(p) for p in layer[:, : width // 2 - 1, :3].reshape(-1, 3)}, \
+            {tuple(p) for p in layer[:, width // 2 + 1:, :3].reshape(-1, 3)}
+        assert len(left) == 1 and len(right) == 1 and left != right  # one colour per type, two types
+    assert "spliced" in page.page and "copy_move" in page.page and page.having("p", id="legend")
+    # The older scan of the same output has no such column: its report still renders, in one colour.
+    older = rendered_dom_of(output, tmp_path / "older.html", "--scan-id", two_scans["generated"])
+    assert len(older.having("img", class_="overlay", data_mask_state="below-threshold")) == 4
