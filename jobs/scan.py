@@ -6,18 +6,22 @@ import argparse
 import logging
 import sys
 
-from forensics.checkpoint import CheckpointError
-from forensics.decode import DEFAULT_MAX_PIXELS
-from pipeline.config import ANALYSIS_MODES, ScanConfig
-from pipeline.scan import ScanError, run_scan
-from pipeline.storage import StorageError
+from pipeline.config import ANALYSIS_MODES, ConfigError, ScanConfig
 
 
 def _pool_size(text: str) -> int | tuple[int, int]:
-    if "-" in text:
-        low, high = text.split("-", 1)
-        return int(low), int(high)
-    return int(text)
+    """`N` or `MIN-MAX`; the ranges themselves are checked by ScanConfig."""
+    try:
+        if "-" in text.strip().lstrip("-"):
+            low, high = text.strip().split("-", 1)
+            return int(low), int(high)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or MIN-MAX (whole numbers, e.g. 2 or 1-4)") from None
+
+
+def _pool_text(pool: int | tuple[int, int]) -> str:
+    return f"{pool[0]}-{pool[1]}" if isinstance(pool, tuple) else str(pool)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3)")
     parser.add_argument("--classifier", help="classifier .safetensors checkpoint (default: the bundled demo checkpoint)")
     parser.add_argument("--segmenter", help="segmenter .safetensors checkpoint (default: the bundled demo checkpoint)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
-    parser.add_argument("--actors", type=_pool_size, default=1, help="model actor pool size, N or MIN-MAX (default 1)")
-    parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per model actor, fractions allowed (default 0: CPU)")
-    parser.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per model actor (default 1)")
-    parser.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per fetch-and-decode task (default 1)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"larger images become error rows (default {DEFAULT_MAX_PIXELS:,})")
+    defaults = ScanConfig.__dataclass_fields__
+    parser.add_argument("--batch-size", type=int, default=ScanConfig.batch_size,
+                        help=f"images per model call (default {ScanConfig.batch_size})")
+    parser.add_argument("--actors", type=_pool_size, default=defaults["num_model_actors"].default,
+                        help=f"model actor pool size, N or MIN-MAX (default {_pool_text(defaults['num_model_actors'].default)})")
+    parser.add_argument("--gpus-per-actor", type=float, default=ScanConfig.gpus_per_actor,
+                        help=f"GPUs per model actor, fractions allowed (default {ScanConfig.gpus_per_actor:g}: CPU)")
+    parser.add_argument("--cpus-per-actor", type=float, default=ScanConfig.cpus_per_actor,
+                        help=f"CPUs per model actor (default {ScanConfig.cpus_per_actor:g})")
+    parser.add_argument("--decode-cpus", type=float, default=ScanConfig.decode_cpus,
+                        help=f"CPUs per fetch-and-decode task (default {ScanConfig.decode_cpus:g})")
+    parser.add_argument("--max-pixels", type=int, default=ScanConfig.max_pixels,
+                        help=f"larger images become too_large error rows (default {ScanConfig.max_pixels:,})")
     parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=ScanConfig.analysis,
                         help="native: the models' native-resolution crops and tiles (what they were trained for; cost grows "
                              "with megapixels); triage: one centre crop and a thumbnail per image, a fixed and far smaller "
@@ -41,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="process every object, ignoring earlier scans")
     parser.add_argument("--rescan-on-model-change", action="store_true", help="re-process objects last scanned with other model versions")
     parser.add_argument("--scan-id", help="explicit scan id (default: resume an interrupted scan of this source, else a new id)")
-    parser.add_argument("--rows-per-file", type=int, default=512, help="rows per committed Parquet file (default 512)")
+    parser.add_argument("--rows-per-file", type=int, default=ScanConfig.rows_per_file,
+                        help=f"rows per committed Parquet file (default {ScanConfig.rows_per_file})")
     parser.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
 
 
@@ -58,15 +70,23 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     )
 
 
-USER_ERRORS = (StorageError, CheckpointError, ScanError)
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors the user can fix. Imported late, so a refused flag answers before torch and Ray load."""
+    from forensics.checkpoint import CheckpointError
+    from pipeline.scan import ScanError
+    from pipeline.storage import StorageError
+
+    return StorageError, CheckpointError, ScanError
 
 
 def run_and_report(config: ScanConfig):
     """Run a scan; print the summary, or one clear line for errors the user can fix. Returns the summary or None."""
+    from pipeline.scan import run_scan
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         summary = run_scan(config)
-    except USER_ERRORS as error:
+    except user_errors() as error:
         print(f"forgescan: error: {error}", file=sys.stderr)
         return None
     print(summary.render())
@@ -74,7 +94,12 @@ def run_and_report(config: ScanConfig):
 
 
 def run(args: argparse.Namespace) -> int:
-    return 0 if run_and_report(config_from_args(args)) is not None else 2
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:  # before anything is written or started
+        print(f"forgescan: error: {error}", file=sys.stderr)
+        return 2
+    return 0 if run_and_report(config) is not None else 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from forensics.decode import DEFAULT_MAX_PIXELS
@@ -9,6 +10,10 @@ from forensics.decode import DEFAULT_MAX_PIXELS
 NATIVE = "native"
 TRIAGE = "triage"
 ANALYSIS_MODES = (NATIVE, TRIAGE)
+
+
+class ConfigError(ValueError):
+    """A setting no scan can run with; the message names the flag, the value and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -57,5 +62,52 @@ class ScanConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every setting no scan can run with, as `--flag VALUE: what is allowed` (checked before anything starts)."""
+        found: list[str] = []
+
+        def whole(flag: str, value, minimum: int = 1) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                found.append(f"{flag} {value}: must be a whole number >= {minimum}")
+
+        def amount(flag: str, value, minimum: float = 0.0, allow_minimum: bool = True) -> None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+                value >= minimum if allow_minimum else value > minimum)
+            if not ok:
+                found.append(f"{flag} {value}: must be a number {'>=' if allow_minimum else '>'} {minimum:g}")
+
+        if not str(self.source).strip():
+            found.append("SOURCE is empty: pass a folder, a manifest or an s3:// / gs:// URI")
+        if not str(self.output).strip():
+            found.append("--output is empty: pass a folder or an s3:// / gs:// prefix")
+        whole("--batch-size", self.batch_size)
+        whole("--decode-batch-size", self.decode_batch_size)
+        whole("--rows-per-file", self.rows_per_file)
+        whole("--max-pixels", self.max_pixels)
+        pool = self.num_model_actors
+        if isinstance(pool, tuple):
+            if len(pool) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in pool):
+                found.append(f"--actors {'-'.join(map(str, pool))}: MIN and MAX must be whole numbers >= 1")
+            elif pool[0] > pool[1]:
+                found.append(f"--actors {pool[0]}-{pool[1]}: MIN is larger than MAX; write it as {pool[1]}-{pool[0]}")
+        else:
+            whole("--actors", pool)
+        amount("--gpus-per-actor", self.gpus_per_actor)
+        amount("--cpus-per-actor", self.cpus_per_actor, allow_minimum=False)
+        amount("--decode-cpus", self.decode_cpus, allow_minimum=False)
+        if self.gpus_per_actor > 1 and self.gpus_per_actor != int(self.gpus_per_actor):
+            found.append(f"--gpus-per-actor {self.gpus_per_actor}: above 1 it must be a whole number of GPUs")
         if self.analysis not in ANALYSIS_MODES:
-            raise ValueError(f"analysis must be one of {list(ANALYSIS_MODES)}, got `{self.analysis}`")
+            found.append(f"--analysis {self.analysis}: must be one of {', '.join(ANALYSIS_MODES)}")
+        for extension in self.extensions:
+            if not extension.strip(" .") or "/" in extension:
+                found.append(f"--extensions: {extension!r} is not a file suffix (write them like .jpg,.png)")
+        if self.scan_id is not None and (not self.scan_id.strip() or any(c in self.scan_id for c in "/\\=")):
+            found.append(f"--scan-id {self.scan_id!r}: must be non-empty and contain no / \\ or =")
+        if self.address is not None and not str(self.address).strip():
+            found.append("--address is empty: pass host:port, ray://host:port, auto or local")
+        return found
