@@ -162,23 +162,33 @@ class SegmenterPredictor(ModelPredictor):
         return segmenter_view(self.card, decoded)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, h, w, 3) uint8 at the model's input size -> (N, h, w) float32 probabilities (first class channel)."""
-        logits = self.logits(pixels)[:, 0]
+        """(N, h, w, 3) uint8 at the model's input size -> (N, h, w) float32 P(manipulated)
+        (any class but authentic for a multi-class card)."""
+        logits = manipulation_channel(self.card, self.logits(pixels))
         return torch.sigmoid(logits / self.card.temperature).cpu().numpy().astype(np.float32)
 
     def probability_maps(self, views):
-        """Each view -> its (H, W) float32 P(manipulated) map at the view's own size, in order
-        (segmenter_logit_maps, then the card's temperature)."""
+        """Each view -> its probability map at the view's own size, in order (segmenter_logit_maps, then
+        the card's temperature): (H, W) P(manipulated) for a binary card, (C, H, W) class probabilities
+        (forensics.masks.class_probabilities) for a multi-class one."""
         from scipy.special import expit
 
-        for logits in segmenter_logit_maps(self, views, self.tiles_per_batch):
-            yield expit(logits / self.card.temperature).astype(np.float32)
+        from forensics.masks import class_probabilities
+
+        for logits in segmenter_logit_maps(self, views, self.tiles_per_batch, class_maps=self.card.is_multiclass):
+            if self.card.is_multiclass:
+                yield class_probabilities(logits, self.card.temperature)
+            else:
+                yield expit(logits / self.card.temperature).astype(np.float32)
 
     def image_score(self, probabilities: np.ndarray) -> float:
-        """Calibrated P(image manipulated) from a pixel probability map (Platt scaling from the card)."""
+        """Calibrated P(image manipulated) from a pixel probability map, (H, W) or (C, H, W) class
+        probabilities (Platt scaling from the card)."""
         from forensics.calibration import platt
         from forensics.masks import manipulation_score
 
+        if probabilities.ndim == 3:
+            probabilities = 1.0 - probabilities[0]
         raw = manipulation_score(probabilities)
         calibration = self.card.score_calibration
         if not calibration:
@@ -197,8 +207,17 @@ def classifier_logits(predictor: ModelPredictor, views: np.ndarray) -> np.ndarra
     return predictor.logits(flat).reshape(count, crops, -1)[..., 0].mean(dim=1).cpu().numpy()
 
 
-def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int = 16):
-    """Each segmenter view -> its (H, W) raw logit map (first class channel) at the view's own size.
+def manipulation_channel(card: ModelCard, logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) segmenter logits -> (N, h, w) logits of "manipulated": the one channel of a binary
+    card, logsumexp(manipulated classes) - authentic for a multi-class one (forensics.masks.manipulation_logits)."""
+    if not card.is_multiclass:
+        return logits[:, 0]
+    return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+
+
+def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int = 16, class_maps: bool = False):
+    """Each segmenter view -> its (H, W) raw logit map of "manipulated" at the view's own size, or with
+    `class_maps` its (C, H, W) class logits (multi-class cards; a binary card gives (1, H, W)).
 
     ``native_tiles``: overlapping tiles of all views stream through the model in batches of
     `tiles_per_batch` and their logits are blended back (forensics.tiling); other modes: the
@@ -208,20 +227,27 @@ def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int 
     card = predictor.card
 
     def tile_logits(pixels: np.ndarray) -> np.ndarray:
-        return predictor.logits(pixels)[:, 0].cpu().numpy()
+        return predictor.logits(pixels).cpu().numpy()
+
+    from forensics.masks import manipulation_logits
+
+    def finish(logits: np.ndarray) -> np.ndarray:  # (C, H, W) class logits -> what the caller asked for
+        if class_maps:
+            return logits
+        return manipulation_logits(logits) if card.is_multiclass else logits[0]
 
     if card.resize_mode != NATIVE_TILES:
         batch = []
         for view in views:
             batch.append(view)
             if len(batch) == tiles_per_batch:
-                yield from tile_logits(np.stack(batch))
+                yield from map(finish, tile_logits(np.stack(batch)))
                 batch = []
         if batch:
-            yield from tile_logits(np.stack(batch))
+            yield from map(finish, tile_logits(np.stack(batch)))
         return
     from forensics.tiling import stitch_tiles
 
     for logits, _plan in stitch_tiles(views, tile_logits, card.input_size[0], card.tile_overlap,
                                       max_tiles=card.max_tiles, tiles_per_batch=tiles_per_batch):
-        yield logits
+        yield finish(logits)

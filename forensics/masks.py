@@ -85,3 +85,90 @@ def manipulation_score(probabilities: np.ndarray, top_fraction: float = 0.01) ->
     flat = np.asarray(probabilities, dtype=np.float32).ravel()
     count = max(1, int(round(flat.size * top_fraction)))
     return float(np.partition(flat, flat.size - count)[flat.size - count :].mean())
+
+
+# --- manipulation types (multi-class segmenters) -------------------------------------------------------
+
+
+def manipulation_logits(class_logits: np.ndarray) -> np.ndarray:
+    """(C, H, W) class logits -> (H, W) log-odds that a pixel is manipulated (any class but id 0).
+
+    logsumexp of the manipulated classes minus the authentic logit: the binary
+    logit whose sigmoid is 1 - softmax[0], so thresholds, temperature and the
+    image score work for a multi-class segmenter exactly as for a binary one.
+    """
+    from scipy.special import logsumexp
+
+    class_logits = np.asarray(class_logits, dtype=np.float32)
+    return (logsumexp(class_logits[1:], axis=0) - class_logits[0]).astype(np.float32)
+
+
+def class_probabilities(class_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(C, H, W) class logits -> (C, H, W) probabilities: channel 0 is 1 - P(manipulated) with the card's
+    temperature on the manipulation logit; the rest share P(manipulated) by the softmax of their logits."""
+    from scipy.special import expit, softmax
+
+    class_logits = np.asarray(class_logits, dtype=np.float32)
+    manipulated = expit(manipulation_logits(class_logits) / temperature)
+    probabilities = np.empty_like(class_logits)
+    probabilities[0] = 1.0 - manipulated
+    probabilities[1:] = softmax(class_logits[1:], axis=0) * manipulated
+    return probabilities
+
+
+@dataclass(frozen=True)
+class ClassMask:
+    """The pixels of one manipulation type at original resolution (an entry of the `mask_classes` column)."""
+
+    class_id: int
+    name: str
+    rle: MaskRLE
+    area_fraction: float
+
+    def to_row(self) -> dict:
+        return {"class_id": self.class_id, "name": self.name, "mask_rle": self.rle.to_row(), "area": self.area_fraction}
+
+
+def class_index_map(probabilities: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
+    """(C, h, w) class probabilities of any size -> (height, width) uint8 class ids at original resolution.
+
+    A pixel is manipulated when 1 - P(authentic) reaches `threshold` (so the union of the
+    manipulated classes is exactly `summarise_mask`'s mask); its class is then the most probable
+    manipulated class. Channels are upsampled one at a time (bilinearly, as `upsample_probabilities`),
+    keeping a running maximum, so memory stays a few maps whatever the number of classes.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    union = upsample_probabilities(1.0 - probabilities[0], height, width) >= threshold
+    classes = np.zeros((height, width), dtype=np.uint8)
+    if not union.any():
+        return classes
+    best = np.full((height, width), -np.inf, dtype=np.float32)
+    for class_id in range(1, len(probabilities)):
+        channel = upsample_probabilities(probabilities[class_id], height, width)
+        better = channel > best
+        best[better] = channel[better]
+        classes[better] = class_id
+    classes[~union] = 0
+    return classes
+
+
+def summarise_classes(
+    probabilities: np.ndarray, height: int, width: int, threshold: float, class_names: tuple[str, ...]
+) -> tuple[list[ClassMask], str | None]:
+    """One COCO RLE per manipulated class present (at original size) and the dominant type by area (None if none).
+
+    Args:
+        probabilities: (C, h, w) class probabilities (class_probabilities) at any size.
+        class_names: names by class id, id 0 = authentic.
+    """
+    if len(probabilities) != len(class_names):
+        raise ValueError(f"{len(probabilities)} class maps but {len(class_names)} class names {list(class_names)}; "
+                         "the model card's `classes` must match the model's output channels.")
+    classes = class_index_map(probabilities, height, width, threshold)
+    counts = np.bincount(classes.ravel(), minlength=len(class_names))
+    entries = [
+        ClassMask(class_id, class_names[class_id], encode_mask(classes == class_id), float(counts[class_id]) / float(height * width))
+        for class_id in range(1, len(class_names)) if counts[class_id]
+    ]
+    dominant = max(entries, key=lambda entry: entry.area_fraction).name if entries else None
+    return entries, dominant

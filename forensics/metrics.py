@@ -95,6 +95,45 @@ def pixel_metrics(probabilities: np.ndarray, targets: np.ndarray, threshold: flo
     return {"threshold": float(threshold), **counts.to_dict()}
 
 
+def class_metrics(class_stats: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Per-class and mean IoU (Jaccard) and F1 from pixel stats summed over a set, by segmentation_models_pytorch.metrics.
+
+    Args:
+        class_stats: (4, C) true positives, false positives, false negatives, true negatives per class id.
+        class_names: names by class id.
+
+    Means are over the classes that occur in the truth or the predictions (an absent,
+    never-predicted class has no defined IoU and is listed with None).
+    """
+    import segmentation_models_pytorch as smp
+    import torch
+
+    true_positive, false_positive, false_negative, true_negative = (torch.as_tensor(np.asarray(v, dtype=np.int64))[None] for v in class_stats)
+    iou = smp.metrics.iou_score(true_positive, false_positive, false_negative, true_negative, reduction="none")[0]
+    f1 = smp.metrics.f1_score(true_positive, false_positive, false_negative, true_negative, reduction="none")[0]
+    occurs = (true_positive + false_positive + false_negative)[0] > 0
+    per_class = {
+        name: {"iou": float(iou[index]) if occurs[index] else None, "f1": float(f1[index]) if occurs[index] else None,
+               "support_pixels": int(true_positive[0, index] + false_negative[0, index])}
+        for index, name in enumerate(class_names)
+    }
+    return {
+        "per_class": per_class,
+        "mean_iou": float(iou[occurs].mean()) if occurs.any() else None,
+        "mean_f1": float(f1[occurs].mean()) if occurs.any() else None,
+    }
+
+
+def class_stats_from_confusion(confusion: np.ndarray) -> np.ndarray:
+    """(C, C) pixel confusion matrix (rows true, columns predicted) -> (4, C) tp, fp, fn, tn per class."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    true_positive = np.diag(confusion)
+    false_positive = confusion.sum(0) - true_positive
+    false_negative = confusion.sum(1) - true_positive
+    true_negative = confusion.sum() - true_positive - false_positive - false_negative
+    return np.stack([true_positive, false_positive, false_negative, true_negative])
+
+
 # --- pictures ----------------------------------------------------------------------------------------
 
 
@@ -108,14 +147,16 @@ def _pyplot():
 
 
 def plot_confusion_matrix(matrix, path: str | Path, class_names=CLASS_NAMES, title: str = "Confusion matrix") -> Path:
+    """The matrix as a labelled heat map (rows true, columns predicted), sized to the number of classes."""
     plt = _pyplot()
     matrix = np.asarray(matrix)
-    figure, axes = plt.subplots(figsize=(4, 3.6))
+    side = max(4.0, 0.9 * len(class_names) + 1.5)
+    figure, axes = plt.subplots(figsize=(side, side * 0.9))
     axes.imshow(matrix, cmap="Blues")
     for (row, column), value in np.ndenumerate(matrix):
         colour = "white" if value > matrix.max() / 2 else "black"
         axes.text(column, row, str(value), ha="center", va="center", color=colour)
-    axes.set_xticks(range(len(class_names)), class_names)
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45 if len(class_names) > 2 else 0, ha="right" if len(class_names) > 2 else "center")
     axes.set_yticks(range(len(class_names)), class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")

@@ -22,6 +22,10 @@ NATIVE_CROPS = "native_crops"
 NATIVE_TILES = "native_tiles"
 RESIZE_MODES = (RESIZE, CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
 
+BINARY_CLASSES = ("authentic", "manipulated")
+# The manipulation types forensics.manipulations synthesises; class id = position, id 0 is always "not manipulated".
+MANIPULATION_CLASSES = ("authentic", "spliced", "copy_moved", "removed", "retouched", "generated")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -53,6 +57,10 @@ class ModelCard:
         temperature: logit temperature fitted by calibration (1.0 = uncalibrated).
         thresholds: decision thresholds, e.g. ``{"ai_generated": 0.5}`` or
             ``{"pixel": 0.5, "manipulated": 0.5}``.
+        classes: segmenter: the per-pixel classes, a class's id being its position; id 0 is the
+            authentic (not manipulated) class. Empty for a binary segmenter (one logit channel,
+            P(manipulated) by a sigmoid); otherwise one softmax channel per class, and
+            ``architecture["classes"]`` equals their number.
         version: written into every output row; contains ``untrained`` for random weights.
         trained: False when the weights are freshly initialised.
     """
@@ -65,6 +73,7 @@ class ModelCard:
     crops: int = 5
     tile_overlap: int = 32
     max_tiles: int = 1024
+    classes: tuple[str, ...] = ()
     score_calibration: dict[str, float] = field(default_factory=dict)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -85,6 +94,17 @@ class ModelCard:
             raise ValueError(f"tile_overlap must be in [0, {min(self.input_size)}) for {tuple(self.input_size)} tiles, got {self.tile_overlap}")
         if self.crops < 1 or self.max_tiles < 1:
             raise ValueError(f"crops and max_tiles must be >= 1, got crops={self.crops}, max_tiles={self.max_tiles}")
+        object.__setattr__(self, "classes", tuple(str(name) for name in self.classes))
+        if self.kind == SEGMENTER:
+            channels = int(self.architecture.get("classes", 1))
+            if self.classes and len(self.classes) != channels:
+                raise ValueError(f"The card names {len(self.classes)} classes {list(self.classes)} but its architecture has "
+                                 f"{channels} output channels; set architecture.classes to {len(self.classes)}.")
+            if channels > 1 and len(self.classes) < 2:
+                raise ValueError(f"A segmenter with {channels} output channels needs its class names in `classes` "
+                                 f"(id 0 = authentic), e.g. {list(MANIPULATION_CLASSES[:channels])}.")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"Class names must be unique, got {list(self.classes)}.")
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
@@ -96,6 +116,16 @@ class ModelCard:
         if self.resize_mode == RESIZE:
             return tuple(self.input_size)
         return (*self.input_size, self.resize_mode)
+
+    @property
+    def is_multiclass(self) -> bool:
+        """True for a segmenter that predicts a manipulation type per pixel (softmax over `classes`)."""
+        return len(self.classes) > 1
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names by class id: the card's `classes`, or authentic / manipulated for a binary segmenter."""
+        return self.classes if self.is_multiclass else BINARY_CLASSES
 
     @property
     def is_native(self) -> bool:
@@ -122,6 +152,7 @@ class ModelCard:
         data["input_size"] = list(self.input_size)
         data["mean"] = list(self.mean)
         data["std"] = list(self.std)
+        data["classes"] = list(self.classes)
         return data
 
     def to_json(self) -> str:
@@ -156,12 +187,16 @@ def default_classifier_card(input_size: tuple[int, int] = (256, 256)) -> ModelCa
     )
 
 
-def default_segmenter_card(input_size: tuple[int, int] = (256, 256)) -> ModelCard:
-    """Card for a freshly initialised smp U-Net with an EfficientNet-B0 encoder."""
+def default_segmenter_card(
+    input_size: tuple[int, int] = (256, 256), classes: tuple[str, ...] = (), encoder_name: str = "efficientnet-b0"
+) -> ModelCard:
+    """Card for a freshly initialised smp U-Net (EfficientNet-B0 encoder unless named): binary when
+    `classes` is empty, else one output channel per class name (id 0 = authentic)."""
     return ModelCard(
         kind=SEGMENTER,
-        architecture={"arch": "Unet", "encoder_name": "efficientnet-b0", "classes": 1},
-        version="unet-efficientnet-b0-untrained",
+        architecture={"arch": "Unet", "encoder_name": encoder_name, "classes": max(1, len(classes))},
+        classes=tuple(classes),
+        version=f"unet-{encoder_name}-untrained",
         input_size=input_size,
         thresholds={"pixel": 0.5, "manipulated": 0.5},
         trained=False,

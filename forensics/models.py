@@ -13,6 +13,8 @@ from torch import nn
 
 from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard
 
+# Encoders tested end to end (train, save, load, scan); any other smp encoder builds too.
+SEGMENTER_ENCODERS = ("efficientnet-b0", "resnet34", "vgg16_bn")
 SEGMENTER_ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
 
 
@@ -41,9 +43,12 @@ def build_segmenter(
         raise ModelBuildError(f"Wrong segmenter arch `{arch}`, supported: {list(SEGMENTER_ARCHITECTURES)}")
     encoders = smp.encoders.get_encoder_names()
     if encoder_name not in encoders:
+        import difflib
+
+        similar = difflib.get_close_matches(str(encoder_name), encoders, n=6, cutoff=0.5)
         raise ModelBuildError(
-            f"Wrong encoder name `{encoder_name}`, supported encoders include: "
-            f"{[e for e in encoders if 'efficientnet' in e][:12]} (all: smp.encoders.get_encoder_names())"
+            f"Wrong encoder name `{encoder_name}`, supported encoders: {list(SEGMENTER_ENCODERS)} "
+            f"(tested end to end); similar smp encoders: {similar} (all: smp.encoders.get_encoder_names())"
         )
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None, classes=classes, **kwargs)

@@ -124,6 +124,9 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
         return {k: figures[k] for k in keys if k in figures}
     headline = {name: pick(value) if isinstance(value, dict) else value for name, value in summary.items()
                 if name in ("ensemble", "pixel", "image_level", "count", "checkpoint")}
+    if "classes" in summary:
+        headline["classes"] = {"mean_iou": summary["classes"]["mean_iou"],
+                               "iou": {name: values["iou"] for name, values in summary["classes"]["per_class"].items()}}
     if "models" in summary:
         headline["models"] = {name: pick(figures) for name, figures in summary["models"].items()}
     return headline
@@ -294,6 +297,15 @@ def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, 
         plot_roc_curves({"manipulation score": (has_mask, scores)}, output / "roc_curve.png", "Segmenter: image-level ROC")
         plot_confusion_matrix(summary["image_level"]["confusion_matrix"], output / "confusion_matrix.png",
                               class_names=("authentic", "manipulated"), title="Image-level confusion matrix")
+    if outputs.class_confusion is not None:
+        from forensics.metrics import class_metrics, class_stats_from_confusion
+        from forensics.training.reports import row_fractions
+
+        summary["classes"] = {**class_metrics(class_stats_from_confusion(outputs.class_confusion), card.class_names),
+                              "class_names": list(card.class_names), "confusion_matrix": outputs.class_confusion.tolist(),
+                              "resolution": "original image size"}
+        plot_confusion_matrix(row_fractions(outputs.class_confusion), output / "class_confusion_matrix.png",
+                              class_names=card.class_names, title="Pixel classes (share of each true class)")
     plot_mask_examples(outputs.examples, output / "mask_examples.png", card.threshold("pixel"), f"Segmenter {card.version}")
     return summary
 

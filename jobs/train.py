@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from forensics.model_card import NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard
+from forensics.model_card import MANIPULATION_CLASSES, NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard
 from jobs.cli import run_module
 
 MODELS = ("classifier", "segmenter")
@@ -64,8 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default {_CARD_DEFAULTS['max_tiles']})")
     model.add_argument("--classifier-name", default="efficientnet_b0", help="timm model name")
     model.add_argument("--arch", default="Unet", help="segmenter architecture (smp)")
-    model.add_argument("--encoder", default="efficientnet-b0", help="segmenter encoder (smp)")
-    model.add_argument("--classes", type=int, default=1, help="segmenter output classes")
+    model.add_argument("--encoder", default="efficientnet-b0",
+                       help="segmenter encoder (smp): efficientnet-b0 (default), resnet34 or vgg16_bn are tested end to end")
+    model.add_argument("--classes", default="1",
+                       help="segmenter classes: 1 for a binary segmenter (manipulated or not), or the class names by id, "
+                            "comma-separated, id 0 first and authentic, e.g. "
+                            f"{','.join(MANIPULATION_CLASSES)}; masks hold class ids (or white = class 1)")
     model.add_argument("--backbone-weights", help="local safetensors with ImageNet features for the backbone/encoder")
     model.add_argument("--version", help="card version string (default: <architecture>-<date>)")
     optimisation = parser.add_argument_group("optimisation")
@@ -267,6 +271,18 @@ def train_classifier(args) -> dict[str, Any]:
     return summary
 
 
+def parse_classes(value: str) -> tuple[str, ...]:
+    """--classes: `1` (binary: no class list) or comma-separated class names by id, authentic first."""
+    value = str(value).strip()
+    if value == "1":
+        return ()
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if value.isdigit() or len(names) < 2:
+        raise ValueError(f"--classes {value}: pass 1 for a binary segmenter, or name the classes by id, comma-separated, "
+                         f"authentic first, e.g. --classes {','.join(MANIPULATION_CLASSES)}")
+    return names
+
+
 def train_segmenter(args) -> dict[str, Any]:
     from forensics.checkpoint import load_checkpoint, save_checkpoint
     from forensics.model_card import default_segmenter_card
@@ -282,9 +298,11 @@ def train_segmenter(args) -> dict[str, Any]:
         train_pairs, valid_pairs = [pairs[i] for i in train_index], [pairs[i] for i in valid_index]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    architecture = {"arch": args.arch, "encoder_name": args.encoder, "classes": args.classes}
+    classes = parse_classes(args.classes)
+    architecture = {"arch": args.arch, "encoder_name": args.encoder, "classes": max(1, len(classes))}
     card = default_segmenter_card((args.input_size, args.input_size)).replace(
         architecture=architecture,
+        classes=classes,
         resize_mode=args.resize_mode or NATIVE_TILES,
         tile_overlap=args.tile_overlap,
         max_tiles=args.max_tiles,
@@ -293,7 +311,8 @@ def train_segmenter(args) -> dict[str, Any]:
         training_data={"source": str(args.data), "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
                        **fingerprint_samples(train_pairs)},
         reproduce=reproduce_command(args),
-        notes="Trained by `forgescan train segmenter` (BCE + Dice); temperature and thresholds fitted on the validation split.",
+        notes=f"Trained by `forgescan train segmenter` ({'cross-entropy + Dice over ' + str(len(classes)) + ' classes' if classes else 'BCE + Dice'}); "
+              "temperature and thresholds fitted on the validation split.",
     )
     build_model(card)  # a wrong --arch / --encoder fails here, with the valid choices, not inside a worker
     folder = fit_with_ray_train(args, card, train_pairs, valid_pairs, output, "run")

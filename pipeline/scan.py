@@ -187,6 +187,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
             "ai_threshold": classifier_card.threshold("ai_generated"),
             "pixel_threshold": segmenter_card.threshold("pixel"),
             "manipulation_threshold": segmenter_card.threshold("manipulated"),
+            "class_names": segmenter_card.class_names,
         },
     )
     try:

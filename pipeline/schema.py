@@ -28,11 +28,20 @@ SCANNED_AT = "scanned_at"
 INFERENCE_DEVICE = "inference_device"
 ANALYSIS = "analysis"
 ANALYSIS_SCALE = "analysis_scale"
+MASK_CLASSES = "mask_classes"
+MANIPULATION_TYPE = "manipulation_type"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
 MASK_RLE_TYPE = pa.struct([pa.field("size", pa.list_(pa.int32())), pa.field("counts", pa.string())])
+# One entry per manipulation type present in the image (multi-class segmenters; null for binary ones).
+MASK_CLASS_TYPE = pa.struct([
+    pa.field("class_id", pa.int32()),
+    pa.field("name", pa.string()),
+    pa.field("mask_rle", MASK_RLE_TYPE),
+    pa.field("area", pa.float32()),
+])
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -61,6 +70,9 @@ OUTPUT_SCHEMA = pa.schema(
         # Added with native-resolution analysis (nullable: older outputs lack them).
         pa.field(ANALYSIS, pa.string()),  # `native` (crops + tiles at full resolution) or `triage` (thumbnail)
         pa.field(ANALYSIS_SCALE, pa.float32()),  # segmenter's resolution / original; <1 when the tile cap reduced it
+        # Added with multi-class segmenters (nullable: older outputs and binary segmenters lack them).
+        pa.field(MASK_CLASSES, pa.list_(MASK_CLASS_TYPE)),  # per manipulation type: its own COCO RLE; union = mask_rle
+        pa.field(MANIPULATION_TYPE, pa.string()),  # the type covering the largest area of the mask, e.g. `spliced`
     ],
     metadata={
         "forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution",

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
-from forensics.masks import summarise_mask
+from forensics.masks import summarise_classes, summarise_mask
 from forensics.model_card import NATIVE_CROPS
 from forensics.verdict import ERROR, decide_verdict
 from pipeline import schema
@@ -214,8 +214,13 @@ def assemble_rows(
     ai_threshold: float,
     pixel_threshold: float,
     manipulation_threshold: float,
+    class_names: tuple[str, ...] = (),
 ) -> pa.Table:
-    """Upsample masks to the original resolution, RLE-encode, decide verdicts; returns output-schema rows."""
+    """Upsample masks to the original resolution, RLE-encode, decide verdicts; returns output-schema rows.
+
+    A multi-class segmenter's (C, h, w) class probabilities (`class_names` by id) also give one mask per
+    manipulation type and the dominant type; `mask_rle` stays the union of the manipulated classes.
+    """
     count = len(batch[schema.URI])
     now = dt.datetime.now(dt.timezone.utc)
     rows = []
@@ -244,6 +249,10 @@ def assemble_rows(
             try:
                 probabilities = batch[MASK_PROBABILITIES][index].astype(np.float32)
                 height, width = int(batch[schema.HEIGHT][index]), int(batch[schema.WIDTH][index])
+                class_masks, dominant_type = None, None
+                if probabilities.ndim == 3:
+                    class_masks, dominant_type = summarise_classes(probabilities, height, width, pixel_threshold, tuple(class_names))
+                    probabilities = 1.0 - probabilities[0]
                 mask = summarise_mask(probabilities, height, width, pixel_threshold)
                 ai_score = float(batch[schema.AI_SCORE][index])
                 manipulation = float(batch[schema.MANIPULATION_SCORE][index])
@@ -256,13 +265,16 @@ def assemble_rows(
                     schema.MASK_RLE: mask.rle.to_row(),
                     schema.MASK_AREA: mask.area_fraction,
                     schema.MASK_BBOX: list(mask.bbox),
+                    schema.MASK_CLASSES: None if class_masks is None else [entry.to_row() for entry in class_masks],
+                    schema.MANIPULATION_TYPE: dominant_type,
                 })
             except Exception as error:  # e.g. out of memory on a huge mask: one error row, not a dead scan
                 row.update({schema.STATUS: schema.STATUS_ERROR, schema.ERROR: f"postprocess_failed: {type(error).__name__}: {error}"})
                 ok = False
         if not ok:
             row.update({schema.VERDICT: ERROR, schema.AI_SCORE: None, schema.MANIPULATION_SCORE: None,
-                        schema.CONFIDENCE: None, schema.MASK_RLE: None, schema.MASK_AREA: None, schema.MASK_BBOX: None})
+                        schema.CONFIDENCE: None, schema.MASK_RLE: None, schema.MASK_AREA: None, schema.MASK_BBOX: None,
+                        schema.MASK_CLASSES: None, schema.MANIPULATION_TYPE: None})
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema.OUTPUT_SCHEMA)
 

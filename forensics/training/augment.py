@@ -74,7 +74,7 @@ def native_window(
         return window, None
     if mask_image.size != image.size:  # geometric augmentation resized the image: move the mask with it
         mask_image = mask_image.resize(image.size, Image.NEAREST)
-    mask = cut(np.asarray(mask_image) > 127, top, left, height, width)
+    mask = cut(np.asarray(mask_image), top, left, height, width)
     return window, mask
 
 
@@ -93,7 +93,8 @@ def augment(
     resize_mode: str = "resize",
     random_crop: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Augment one RGB image (and its boolean mask) and return uint8 (H, W, 3) [+ bool (H, W)] at `input_size`.
+    """Augment one RGB image (and its mask: bool, or uint8 class ids) and return uint8 (H, W, 3) [+ the mask,
+    same dtype, (H, W)] at `input_size`.
 
     `resize_mode` is the card's: ``resize`` squashes the whole image as the
     scanner does; ``center_crop`` keeps native pixels, cropping at random
@@ -101,7 +102,8 @@ def augment(
     """
     if resize_mode in (CENTER_CROP, NATIVE_CROPS) and mask is not None:
         raise ValueError(f"resize_mode `{resize_mode}` is for classifiers; a segmenter uses `resize` or `native_tiles`.")
-    mask_image = None if mask is None else Image.fromarray(mask.astype(np.uint8) * 255)
+    # Masks travel as class ids (bool masks as 0/1) and are only ever resized nearest, so ids survive.
+    mask_image = None if mask is None else Image.fromarray(np.asarray(mask, dtype=np.uint8))
     if rng.random() < config.flip_probability:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
         mask_image = None if mask_image is None else mask_image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -114,7 +116,8 @@ def augment(
     if rng.random() < config.jpeg_probability:
         image = jpeg_recompress(image, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
     if resize_mode == NATIVE_TILES:
-        return native_window(rng, image, mask_image, input_size, random_crop)
+        window, mask_pixels = native_window(rng, image, mask_image, input_size, random_crop)
+        return window, None if mask_pixels is None else _like(mask_pixels, mask)
     if resize_mode in (CENTER_CROP, NATIVE_CROPS):
         pixels = random_crop_native(rng, image, input_size) if random_crop else center_crop(image, *input_size)
     else:
@@ -122,5 +125,10 @@ def augment(
     if mask_image is None:
         return pixels, None
     height, width = input_size
-    mask_pixels = np.asarray(mask_image.resize((width, height), Image.NEAREST)) > 127
-    return pixels, mask_pixels
+    mask_pixels = np.asarray(mask_image.resize((width, height), Image.NEAREST))
+    return pixels, _like(mask_pixels, mask)
+
+
+def _like(mask_pixels: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """The augmented mask in the caller's type: bool for a bool mask, class ids otherwise."""
+    return mask_pixels > 0 if original.dtype == bool else mask_pixels.astype(original.dtype)

@@ -277,14 +277,40 @@ def open_rgb(data: bytes, name: str) -> Image.Image:
         raise DatasetError(f"Cannot decode image {name}: {error}. Remove or replace the file.") from None
 
 
-def load_mask(uri: str, size: tuple[int, int], threshold: int = 127) -> np.ndarray:
-    """A boolean mask at `size` (width, height): > `threshold` is manipulated; resized nearest to the image.
+LOSSLESS_MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
 
-    DEFACTO probe masks are JPEG, so a mid-grey threshold removes compression noise.
+
+def load_class_mask(uri: str, size: tuple[int, int], num_classes: int | None = None, threshold: int = 127) -> np.ndarray:
+    """A uint8 mask of class ids at `size` (width, height), resized nearest to the image.
+
+    Two layouts are read: class-indexed masks (a lossless PNG/TIFF/BMP, greyscale or palette, whose
+    pixel values are class ids: 0 authentic, 1 spliced, ...; every value below 128) and binary masks
+    (white = manipulated, e.g. 0/255 PNG or DEFACTO's JPEG probe masks), whose pixels above
+    `threshold` become class 1 (mid-grey removes JPEG noise).
+
+    Args:
+        num_classes: the model's class count; a class id at or above it is an error naming the file.
     """
     with fsspec.open(uri, "rb") as handle:
         mask = Image.open(io.BytesIO(handle.read()))
+        mask.load()
+    if mask.mode not in ("L", "P"):
         mask = mask.convert("L")
     if mask.size != size:
         mask = mask.resize(size, Image.NEAREST)
-    return np.asarray(mask) > threshold
+    values = np.asarray(mask, dtype=np.uint8)
+    class_indexed = str(uri).lower().endswith(LOSSLESS_MASK_SUFFIXES) and int(values.max(initial=0)) <= threshold
+    if not class_indexed:
+        return (values > threshold).astype(np.uint8)
+    if num_classes is not None and int(values.max(initial=0)) >= num_classes:
+        raise DatasetError(
+            f"Mask {uri} holds class id {int(values.max())}, but the model has {num_classes} classes (ids 0-{num_classes - 1}). "
+            "Name every class in --classes (class id = position), or fix the mask."
+        )
+    return values
+
+
+def load_mask(uri: str, size: tuple[int, int], threshold: int = 127) -> np.ndarray:
+    """A boolean mask at `size` (width, height): True where manipulated (any class of a class-indexed mask,
+    or above `threshold` in a binary one: DEFACTO probe masks are JPEG, so mid-grey removes compression noise)."""
+    return load_class_mask(uri, size, threshold=threshold) > 0

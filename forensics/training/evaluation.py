@@ -17,9 +17,9 @@ from forensics.decode import decode_image
 from forensics import inference
 from forensics.inference import ModelPredictor
 from forensics.tiling import classifier_view, segmenter_view
-from forensics.masks import manipulation_score, upsample_probabilities
+from forensics.masks import class_index_map, class_probabilities, manipulation_logits, manipulation_score, upsample_probabilities
 from forensics.metrics import PixelCounts
-from forensics.training.datasets import ImageMaskPair, LabelledImage, load_mask, read_sample_bytes
+from forensics.training.datasets import ImageMaskPair, LabelledImage, load_class_mask, read_sample_bytes
 from forensics.training.loops import PIXEL_SAMPLE_PER_IMAGE, TOP_FRACTION
 
 
@@ -62,6 +62,9 @@ class SegmenterOutputs:
     top_logits: list[np.ndarray] = field(default_factory=list)  # top 1% logits per image -> manipulation score
     has_mask: list[bool] = field(default_factory=list)
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # image, truth, probability
+    # Multi-class: (C, C) pixel counts at original size, rows true class, columns the scan's class
+    # (forensics.masks.class_index_map at the card's pixel threshold); None for a binary segmenter.
+    class_confusion: np.ndarray | None = None
 
     def manipulation_scores(self, temperature: float, score_calibration: dict | None = None) -> np.ndarray:
         """Image-level scores as the scan computes them: the raw top-1% mean of the pixel map, then the
@@ -85,15 +88,27 @@ def segmenter_outputs(
     threshold = card.threshold("pixel")
     rng = np.random.default_rng(seed)
     outputs = SegmenterOutputs()
+    num_classes = len(card.class_names) if card.is_multiclass else None
+    if num_classes:
+        outputs.class_confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     for batch in tqdm(list(_batches(pairs, batch_size)), desc=f"segmenter {predictor.version}", mininterval=2.0):
         decoded, truths = [], []
         for pair in batch:
             with fsspec.open(pair.image_uri, "rb") as handle:
                 pixels, (height, width) = _decode(handle.read(), pair.image_uri, card)
             decoded.append(segmenter_view(card, pixels)[0])
-            truths.append(load_mask(pair.mask_uri, (width, height)) if pair.mask_uri else np.zeros((height, width), bool))
-        logits = inference.segmenter_logit_maps(predictor, decoded, tiles_per_batch=batch_size)
-        for pixels, truth, image_logits in zip(decoded, truths, logits):
+            truths.append(load_class_mask(pair.mask_uri, (width, height), num_classes) if pair.mask_uri
+                          else np.zeros((height, width), np.uint8))
+        logits = inference.segmenter_logit_maps(predictor, decoded, tiles_per_batch=batch_size, class_maps=True)
+        for pixels, true_classes, class_logits in zip(decoded, truths, logits):
+            truth = true_classes > 0
+            if num_classes:
+                predicted_classes = class_index_map(class_probabilities(class_logits, card.temperature), *truth.shape, threshold)
+                outputs.class_confusion += np.bincount(true_classes.ravel().astype(np.int64) * num_classes + predicted_classes.ravel(),
+                                                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+                image_logits = manipulation_logits(class_logits)
+            else:
+                image_logits = class_logits[0]
             probabilities = sigmoid(image_logits, card.temperature).astype(np.float32)
             full = upsample_probabilities(probabilities, *truth.shape)
             outputs.pixel_counts.add(full >= threshold, truth)

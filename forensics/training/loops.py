@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from forensics.calibration import decision_threshold, fit_temperature, sigmoid, threshold_for_best_f1
 from forensics.masks import manipulation_score
-from forensics.metrics import PixelCounts, classification_metrics
+from forensics.metrics import PixelCounts, class_metrics, classification_metrics
 from forensics.model_card import CLASSIFIER, ModelCard
 from forensics.models import build_model
 from forensics.training.augment import AugmentConfig, augment
-from forensics.training.datasets import ImageMaskPair, LabelledImage, load_mask, open_rgb, read_sample_bytes
+from forensics.training.datasets import ImageMaskPair, LabelledImage, load_class_mask, open_rgb, read_sample_bytes
 
 PIXEL_SAMPLE_PER_IMAGE = 4096
 TOP_FRACTION = 0.01  # as forensics.masks.manipulation_score
@@ -93,6 +93,7 @@ class _EpochSeeded(Dataset):
         self.samples = list(samples)
         self.input_size = tuple(card.input_size)
         self.resize_mode = card.resize_mode
+        self.num_classes = len(card.class_names) if card.is_multiclass else None
         self.augment_config = augment_config
         self.seed = seed
         self.training = training
@@ -117,16 +118,24 @@ class ClassifierImages(_EpochSeeded):
 
 
 class SegmentationPairs(_EpochSeeded):
-    """(uint8 HWC pixels, bool HW mask) pairs; the mask is resized (nearest) to its image first."""
+    """(uint8 HWC pixels, HW mask) pairs: a bool mask for a binary card, int64 class ids for a multi-class
+    one (class-indexed or binary mask files, forensics.training.datasets.load_class_mask); the mask is
+    resized (nearest) to its image first."""
 
     def __getitem__(self, index: int):
         sample: ImageMaskPair = self.samples[index]
         with fsspec.open(sample.image_uri, "rb") as handle:
             image = open_rgb(handle.read(), sample.image_uri)
-        mask = load_mask(sample.mask_uri, image.size) if sample.mask_uri else np.zeros(image.size[::-1], bool)
+        if sample.mask_uri:
+            mask = load_class_mask(sample.mask_uri, image.size, self.num_classes)
+        else:
+            mask = np.zeros(image.size[::-1], np.uint8)
+        if self.num_classes is None:
+            mask = mask > 0
         pixels, mask = augment(self.rng(index), image, self.input_size, self.augment_config, mask=mask,
                                resize_mode=self.resize_mode, random_crop=self.training)
-        return torch.from_numpy(pixels.copy()), torch.from_numpy(mask.copy())
+        mask = torch.from_numpy(mask.copy())
+        return torch.from_numpy(pixels.copy()), mask if self.num_classes is None else mask.long()
 
 
 # --- pieces of the loop ------------------------------------------------------------------------------
@@ -153,11 +162,17 @@ def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], f
     return multiplier
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    probabilities = torch.sigmoid(logits).flatten(1)
-    targets = targets.flatten(1)
-    intersection = (probabilities * targets).sum(1)
-    return (1 - (2 * intersection + smooth) / (probabilities.sum(1) + targets.sum(1) + smooth)).mean()
+def segmentation_loss(card: ModelCard, dice_weight: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The segmenter's loss from segmentation-models-pytorch: cross-entropy + `dice_weight` x Dice over the
+    card's classes (multi-class: logits (N, C, H, W), class-id targets (N, H, W)), or binary cross-entropy
+    + Dice on the single channel (binary: float targets (N, H, W))."""
+    from segmentation_models_pytorch.losses import DiceLoss, SoftBCEWithLogitsLoss, SoftCrossEntropyLoss
+
+    if card.is_multiclass:
+        cross_entropy, dice = SoftCrossEntropyLoss(smooth_factor=0.0), DiceLoss(mode="multiclass", from_logits=True)
+        return lambda logits, targets: cross_entropy(logits, targets) + dice_weight * dice(logits, targets)
+    cross_entropy, dice = SoftBCEWithLogitsLoss(), DiceLoss(mode="binary", from_logits=True)
+    return lambda logits, targets: cross_entropy(logits[:, 0], targets) + dice_weight * dice(logits[:, 0], targets)
 
 
 def _autocast(device: torch.device):
@@ -231,11 +246,12 @@ def train_model(
     total_steps = max(1, settings.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, settings.warmup_fraction))
 
-    def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if is_classifier:
+    if is_classifier:
+        def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return F.binary_cross_entropy_with_logits(logits.reshape(-1), targets)
-        logits = logits[:, 0]
-        return F.binary_cross_entropy_with_logits(logits, targets) + settings.dice_weight * dice_loss(logits, targets)
+    else:
+        loss_of = segmentation_loss(card, settings.dice_weight)
+    target_type = torch.long if card.is_multiclass else torch.float32
 
     history: list[dict[str, Any]] = []
     best_key, best_state, best_validation = None, None, None
@@ -249,7 +265,7 @@ def train_model(
         bar = _progress(train_loader, context, f"{description} epoch {epoch}/{settings.epochs}".strip(), len(train_loader))
         for pixels, targets in bar:
             inputs = normalise(pixels, card, context.device)
-            targets = targets.to(context.device).float()
+            targets = targets.to(context.device).to(target_type)
             with _autocast(context.device):
                 logits = model(inputs)
             loss = loss_of(logits.float(), targets)
@@ -263,10 +279,10 @@ def train_model(
             bar.set_postfix(loss=f"{loss_sum / max(1, seen):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         validation = _validate(model, valid_loader, card, context, loss_of, is_classifier, settings.seed + epoch)
         row = {"epoch": epoch, "train_loss": loss_sum / max(1, seen), "seconds": time.perf_counter() - started}
-        row.update(_epoch_metrics(validation, is_classifier))
+        row.update(_epoch_metrics(validation, is_classifier, card.class_names))
         history.append(row)
         report(row)
-        key = (row["roc_auc"] or 0.0, -row["valid_loss"]) if is_classifier else (row["pixel_f1"], -row["valid_loss"])
+        key = _selection_key(row, is_classifier)
         if context.is_chief and (best_key is None or key > best_key):
             best_key, best_validation = key, validation
             best_state = copy.deepcopy(_unwrap(model).state_dict())
@@ -274,7 +290,7 @@ def train_model(
         return None
     best_model = build_model(card)
     best_model.load_state_dict(best_state)
-    best_epoch = max(history, key=lambda r: (r["roc_auc"] or 0.0, -r["valid_loss"]) if is_classifier else (r["pixel_f1"], -r["valid_loss"]))
+    best_epoch = max(history, key=lambda r: _selection_key(r, is_classifier))
     calibrated = calibrate_card(card, best_validation, settings.target_fpr)
     # Wall-clock seconds stay in the history (history.json), out of the card: a card is reproducible, a timing is not.
     metrics = {"best_epoch": best_epoch["epoch"], "validation_at_best_epoch": {k: v for k, v in best_epoch.items() if k != "seconds"}}
@@ -294,6 +310,13 @@ def start_at_even_odds(model: nn.Module) -> None:
     nn.init.zeros_(head.bias)
 
 
+def _selection_key(row: dict[str, Any], is_classifier: bool) -> tuple:
+    """Best epoch: classifier ROC-AUC; segmenter mean IoU over its classes (multi-class) or pixel F1 (binary)."""
+    if is_classifier:
+        return (row["roc_auc"] or 0.0, -row["valid_loss"])
+    return (row.get("mean_iou", row["pixel_f1"]), -row["valid_loss"])
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -305,8 +328,15 @@ def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: 
     Classifier: every logit and label. Segmenter: exact pixel counts at 0.5, a
     uniform sample of pixel logits (for temperature and the pixel threshold),
     each image's top-1% logits (its manipulation score at any temperature) and
-    whether the image has any manipulated pixel.
+    whether the image has any manipulated pixel; all of it on the "manipulated" logit
+    (forensics.inference.manipulation_channel). A multi-class segmenter adds per-class
+    pixel stats (smp.metrics, argmax over all classes) and the class confusion matrix.
     """
+    from forensics.inference import manipulation_channel
+
+    num_classes = len(card.class_names) if card.is_multiclass else 0
+    class_stats = np.zeros((4, num_classes), dtype=np.int64)  # tp, fp, fn, tn per class
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)  # rows: true class, columns: predicted
     model.eval()
     rng = np.random.default_rng(seed)
     loss_sum, count = 0.0, 0
@@ -316,14 +346,22 @@ def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: 
         with _autocast(context.device):
             logits = model(normalise(pixels, card, context.device))
         logits = logits.float()
-        targets = targets.to(context.device).float()
+        targets = targets.to(context.device).to(torch.long if num_classes else torch.float32)
         loss_sum += float(loss_of(logits, targets)) * len(pixels)
         count += len(pixels)
         if is_classifier:
             logits_out.append(logits.reshape(-1).cpu().numpy())
             labels_out.append(targets.cpu().numpy())
             continue
-        maps, truth = logits[:, 0].cpu().numpy(), targets.cpu().numpy().astype(bool)
+        if num_classes:
+            import segmentation_models_pytorch as smp
+
+            predicted_classes = logits.argmax(dim=1)
+            stats = smp.metrics.get_stats(predicted_classes, targets, mode="multiclass", num_classes=num_classes)
+            class_stats += np.stack([s.sum(0).cpu().numpy() for s in stats])
+            confusion += np.bincount((targets * num_classes + predicted_classes).reshape(-1).cpu().numpy(),
+                                     minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+        maps, truth = manipulation_channel(card, logits).cpu().numpy(), targets.cpu().numpy() > 0
         predicted = maps >= 0
         counts += [np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth), np.sum(~predicted & ~truth)]
         flat_maps, flat_truth = maps.reshape(len(maps), -1), truth.reshape(len(truth), -1)
@@ -344,10 +382,13 @@ def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: 
         validation["pixel_counts"] = gather(counts[None]).sum(0)
         validation["top_logits"] = gather(np.stack(top_logits) if top_logits else np.zeros((0, 1), np.float32))
         validation["has_mask"] = gather(np.array(has_mask, dtype=bool))
+        if num_classes:
+            validation["class_stats"] = gather(class_stats[None]).sum(0)
+            validation["class_confusion"] = gather(confusion[None]).sum(0)
     return validation
 
 
-def _epoch_metrics(validation: dict[str, np.ndarray], is_classifier: bool) -> dict[str, Any]:
+def _epoch_metrics(validation: dict[str, np.ndarray], is_classifier: bool, class_names: tuple[str, ...] = ()) -> dict[str, Any]:
     row: dict[str, Any] = {"valid_loss": float(validation["valid_loss"])}
     if is_classifier:
         figures = classification_metrics(validation["labels"], sigmoid(validation["logits"]), 0.5)
@@ -358,6 +399,10 @@ def _epoch_metrics(validation: dict[str, np.ndarray], is_classifier: bool) -> di
                          true_positive + false_negative, true_positive + false_positive + false_negative + true_negative)
     figures = counts.to_dict()
     row.update({k: figures[k] for k in ("pixel_f1", "pixel_iou", "all_one_mask_f1")})
+    if "class_stats" in validation:
+        per_class = class_metrics(validation["class_stats"], class_names)
+        row.update({"mean_iou": per_class["mean_iou"], "mean_f1": per_class["mean_f1"],
+                    "class_iou": {name: values["iou"] for name, values in per_class["per_class"].items()}})
     return row
 
 
@@ -396,6 +441,9 @@ def _calibrated_metrics(card: ModelCard, validation: dict[str, np.ndarray]) -> d
     pixel = PixelCounts()
     pixel.add(probabilities >= card.threshold("pixel"), validation["labels"].astype(bool))
     figures = {"pixel_sample": {"threshold": card.threshold("pixel"), **pixel.to_dict()}}
+    if "class_stats" in validation:
+        figures["classes"] = {**class_metrics(validation["class_stats"], card.class_names),
+                              "confusion_matrix": validation["class_confusion"].tolist(), "class_names": list(card.class_names)}
     if (~validation["has_mask"]).any() and validation["has_mask"].any():
         scores = image_manipulation_scores(validation["top_logits"], card.temperature)
         figures["image_level"] = classification_metrics(validation["has_mask"], scores, card.threshold("manipulated"),

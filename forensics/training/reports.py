@@ -48,6 +48,12 @@ def write_classifier_report(fold_folders: list[Path], output: Path) -> dict[str,
     return summary
 
 
+def row_fractions(confusion) -> np.ndarray:
+    """A pixel confusion matrix as the share of each true class (rows sum to 1; rounded for the picture)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    return np.round(confusion / np.maximum(1, confusion.sum(1, keepdims=True)), 2)
+
+
 def write_segmenter_report(folder: Path, output: Path) -> dict[str, Any]:
     """Loss curves and pixel F1/IoU per epoch, and the calibrated validation figures from the card."""
     card = read_card(folder / "model.safetensors")
@@ -56,5 +62,10 @@ def write_segmenter_report(folder: Path, output: Path) -> dict[str, Any]:
     plot_training_curves(history, output / "validation_curves.png", ("pixel_f1", "pixel_iou", "all_one_mask_f1"),
                          "Segmenter: validation pixel F1 / IoU")
     summary = {"history": history, "card_metrics": card.metrics, "temperature": card.temperature, "thresholds": card.thresholds}
+    classes = card.metrics.get("validation_calibrated", {}).get("classes")
+    if classes:  # multi-class: which manipulation type is taken for which, pixel by pixel
+        plot_training_curves(history, output / "class_curves.png", ("mean_iou", "mean_f1"), "Segmenter: validation mean IoU / F1")
+        plot_confusion_matrix(row_fractions(classes["confusion_matrix"]), output / "class_confusion_matrix.png",
+                              class_names=classes["class_names"], title="Pixel classes (validation, share of each true class)")
     (output / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
