@@ -13,6 +13,8 @@ _EXPORTS = {
     "forensics.masks": ("MaskRLE", "decode_mask", "encode_mask", "manipulation_score", "summarise_mask"),
     "forensics.model_card": ("CLASSIFIER", "SEGMENTER", "ModelCard", "default_classifier_card", "default_segmenter_card"),
     "forensics.models": ("ModelBuildError", "build_model"),
+    "forensics.perceptual_hash": ("MATCH_DISTANCE", "PerceptualHash", "hamming_distance", "pdq_hash"),
+    "forensics.provenance": ("Provenance", "read_provenance"),
     "forensics.verdict": ("AI_GENERATED", "AUTHENTIC", "ERROR", "MANIPULATED", "Verdict", "decide_verdict"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

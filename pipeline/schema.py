@@ -30,10 +30,31 @@ ANALYSIS = "analysis"
 ANALYSIS_SCALE = "analysis_scale"
 MASK_CLASSES = "mask_classes"
 MANIPULATION_TYPE = "manipulation_type"
+PROVENANCE = "provenance"
+REASONS = "reasons"
+PDQ_HASH = "pdq_hash"
+PDQ_QUALITY = "pdq_quality"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
+# What the file declares about its origin (forensics.provenance.Provenance); null where the object failed.
+PROVENANCE_TYPE = pa.struct([
+    pa.field("c2pa_present", pa.bool_()),
+    pa.field("c2pa_validation", pa.string()),
+    pa.field("c2pa_failures", pa.list_(pa.string())),
+    pa.field("c2pa_claim_generator", pa.string()),
+    pa.field("c2pa_actions", pa.list_(pa.string())),
+    pa.field("c2pa_digital_source_type", pa.string()),
+    pa.field("xmp_digital_source_type", pa.string()),
+    pa.field("exif_software", pa.string()),
+    pa.field("exif_make", pa.string()),
+    pa.field("exif_model", pa.string()),
+    pa.field("generator_hint", pa.string()),
+    pa.field("generation_parameters", pa.string()),
+    pa.field("declared_ai", pa.bool_()),
+    pa.field("errors", pa.list_(pa.string())),
+])
 MASK_RLE_TYPE = pa.struct([pa.field("size", pa.list_(pa.int32())), pa.field("counts", pa.string())])
 # One entry per manipulation type present in the image (multi-class segmenters; null for binary ones).
 MASK_CLASS_TYPE = pa.struct([
@@ -73,6 +94,11 @@ OUTPUT_SCHEMA = pa.schema(
         # Added with multi-class segmenters (nullable: older outputs and binary segmenters lack them).
         pa.field(MASK_CLASSES, pa.list_(MASK_CLASS_TYPE)),  # per manipulation type: its own COCO RLE; union = mask_rle
         pa.field(MANIPULATION_TYPE, pa.string()),  # the type covering the largest area of the mask, e.g. `spliced`
+        # Added with declared provenance and perceptual hashes (nullable: older outputs lack them).
+        pa.field(PROVENANCE, PROVENANCE_TYPE),
+        pa.field(REASONS, pa.list_(pa.string())),  # why the row got its verdict, in words
+        pa.field(PDQ_HASH, pa.string()),  # PDQ perceptual hash, 256 bits as 64 hex characters
+        pa.field(PDQ_QUALITY, pa.int32()),  # PDQ quality 0-100; hashes under 50 are unreliable for matching
     ],
     metadata={
         "forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution",

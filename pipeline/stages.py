@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 
 import numpy as np
@@ -16,6 +17,8 @@ import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
 from forensics.masks import summarise_classes, summarise_mask
+from forensics.perceptual_hash import PDQ_INPUT_SIZE, pdq_hash
+from forensics.provenance import Provenance, read_provenance
 from forensics.model_card import NATIVE_CROPS
 from forensics.verdict import ERROR, decide_verdict
 from pipeline import schema
@@ -29,6 +32,7 @@ INFERENCE_DEVICE = schema.INFERENCE_DEVICE
 
 CLASSIFIER_VIEW = "classifier_view"  # (crops, h, w, 3) or (h, w, 3) uint8 per image
 SEGMENTER_VIEW = "segmenter_view"  # the image the segmenter analyses: native (variable size) or resized
+PROVENANCE_JSON = "provenance_json"  # forensics.provenance.Provenance as JSON (a struct would not survive numpy batches)
 
 
 def describe_read_error(error: BaseException) -> str:
@@ -57,12 +61,13 @@ def fetch_and_decode(
     from forensics.tiling import classifier_view, segmenter_view
 
     classifier, segmenter = ModelCard.from_dict(classifier_card), ModelCard.from_dict(segmenter_card)
-    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec]))
+    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec, PDQ_INPUT_SIZE]))
     uris = batch[schema.URI]
     count = len(uris)
     out: dict[str, list] = {name: [] for name in (
         schema.URI, schema.SIZE_BYTES, schema.ETAG, schema.MTIME, schema.SHA256, schema.FORMAT,
-        schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR, schema.ANALYSIS_SCALE)}
+        schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR, schema.ANALYSIS_SCALE,
+        PROVENANCE_JSON, schema.PDQ_HASH, schema.PDQ_QUALITY)}
     classifier_shape = (classifier.crops, *classifier.input_size, 3) if classifier.resize_mode == NATIVE_CROPS else (*classifier.input_size, 3)
     classifier_views = np.zeros((count, *classifier_shape), dtype=np.uint8)
     segmenter_views = np.empty(count, dtype=object)
@@ -73,7 +78,8 @@ def fetch_and_decode(
             schema.ETAG: _maybe(batch[schema.ETAG][index]),
             schema.MTIME: _maybe(batch[schema.MTIME][index]),
         }
-        facts = {schema.SHA256: None, schema.FORMAT: None, schema.WIDTH: None, schema.HEIGHT: None, schema.ANALYSIS_SCALE: None}
+        facts = {schema.SHA256: None, schema.FORMAT: None, schema.WIDTH: None, schema.HEIGHT: None, schema.ANALYSIS_SCALE: None,
+                 PROVENANCE_JSON: None, schema.PDQ_HASH: None, schema.PDQ_QUALITY: None}
         status, error = schema.STATUS_OK, None
         segmenter_views[index] = np.zeros((1, 1, 3), dtype=np.uint8)
         try:
@@ -85,8 +91,11 @@ def fetch_and_decode(
                     identity[key] = value
             facts[schema.SHA256] = hashlib.sha256(data).hexdigest()
             decoded = decode_image(data, specs, max_pixels=max_pixels)
+            facts[PROVENANCE_JSON] = json.dumps(read_provenance(data, decoded.format).to_row())
             del data
             facts.update({schema.FORMAT: decoded.format, schema.WIDTH: decoded.width, schema.HEIGHT: decoded.height})
+            perceptual = pdq_hash(decoded.inputs[PDQ_INPUT_SIZE])
+            facts.update({schema.PDQ_HASH: perceptual.hex, schema.PDQ_QUALITY: perceptual.quality})
             classifier_views[index] = classifier_view(classifier, decoded.inputs[classifier.input_spec])
             segmenter_views[index], facts[schema.ANALYSIS_SCALE] = segmenter_view(segmenter, decoded.inputs[segmenter.input_spec])
         except ImageDecodeError as decode_error:
@@ -244,7 +253,12 @@ def assemble_rows(
             schema.INFERENCE_DEVICE: batch[INFERENCE_DEVICE][index],
             schema.ANALYSIS: _text(batch[schema.ANALYSIS][index]),
             schema.ANALYSIS_SCALE: _float(batch[schema.ANALYSIS_SCALE][index]),
+            schema.PDQ_HASH: _text(batch[schema.PDQ_HASH][index]),
+            schema.PDQ_QUALITY: _integer(batch[schema.PDQ_QUALITY][index]),
         }
+        provenance_json = _text(batch[PROVENANCE_JSON][index])
+        provenance = Provenance(**json.loads(provenance_json)) if provenance_json else None
+        row[schema.PROVENANCE] = provenance.to_row() if provenance else None
         if ok:
             try:
                 probabilities = batch[MASK_PROBABILITIES][index].astype(np.float32)
@@ -256,9 +270,12 @@ def assemble_rows(
                 mask = summarise_mask(probabilities, height, width, pixel_threshold)
                 ai_score = float(batch[schema.AI_SCORE][index])
                 manipulation = float(batch[schema.MANIPULATION_SCORE][index])
-                verdict = decide_verdict(ai_score, manipulation, ai_threshold, manipulation_threshold)
+                verdict = decide_verdict(ai_score, manipulation, ai_threshold, manipulation_threshold,
+                                         declared_ai=provenance.declared_ai if provenance else False)
+                reasons = verdict.reasons + (provenance.reasons if provenance else [])
                 row.update({
                     schema.VERDICT: verdict.label,
+                    schema.REASONS: reasons,
                     schema.AI_SCORE: ai_score,
                     schema.MANIPULATION_SCORE: manipulation,
                     schema.CONFIDENCE: verdict.confidence,
@@ -274,7 +291,8 @@ def assemble_rows(
         if not ok:
             row.update({schema.VERDICT: ERROR, schema.AI_SCORE: None, schema.MANIPULATION_SCORE: None,
                         schema.CONFIDENCE: None, schema.MASK_RLE: None, schema.MASK_AREA: None, schema.MASK_BBOX: None,
-                        schema.MASK_CLASSES: None, schema.MANIPULATION_TYPE: None})
+                        schema.MASK_CLASSES: None, schema.MANIPULATION_TYPE: None,
+                        schema.REASONS: [f"error: {row[schema.ERROR]}"]})
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema.OUTPUT_SCHEMA)
 
