@@ -340,6 +340,9 @@ def render_table(results: dict) -> str:
     lines += [
         f"reference: {bare['images_per_s']:.2f} images/s ({bare['images']} images, batch {bare['batch_size']}, "
         f"{bare['device']}, {bare['torch_threads']} torch threads)",
+        f"  segmenter inputs: {bare.get('segmenter_tiles', bare['images'])} ({bare.get('tiles_per_s', float('nan')):.2f} tiles/s; "
+        "native tiles, or one thumbnail per image in triage); a scan does the same tiles per image, so its tiles/s is "
+        "its images/s times the same ratio",
         f"  ms per image: " + ", ".join(f"{k} {v}" for k, v in bare["phase_ms_per_image"].items()),
         f"ray start-up: {results['ray_startup_s']} s (paid once, excluded from both rates)",
         "",
