@@ -2,9 +2,12 @@
 
     forgescan make-dataset forgery   --output .data/forgery/train   --count 2000 --seed 1 --split train
     forgescan make-dataset real-fake --output .data/realfake/heldout --count 400 --seed 2 --split heldout
+    forgescan make-dataset manipulations --output .data/manipulations/train --count 600 --seed 11 --split train
 
 `forgery` writes DEFACTO-style `images/` + `masks/` (spliced and authentic
-images); `real-fake` writes `real/` + `fake/<family>/` (photographs re-drawn by
+images); `manipulations` writes `images/` + class-indexed `masks/` of the
+manipulation families of forensics.manipulations (splice, copy-move, removal,
+retouch, double JPEG, generated region) for a multi-class segmenter; `real-fake` writes `real/` + `fake/<family>/` (photographs re-drawn by
 the generator families of forensics.generators, every image through the same
 post-processing chain) and `samples.csv` (label, family, photograph, chain of
 each image). The `train`, `calibration` and `heldout` splits use disjoint sets
@@ -23,13 +26,14 @@ from pathlib import Path
 
 from jobs.cli import run_module
 
-KINDS = ("forgery", "real-fake")
+KINDS = ("forgery", "manipulations", "real-fake")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from forensics.synthetic import PHOTO_SPLITS
 
-    parser.add_argument("kind", choices=KINDS, help="forgery: images/ + masks/ for the segmenter; real-fake: real/ + fake/ for the classifier")
+    parser.add_argument("kind", choices=KINDS, help="forgery: images/ + masks/ (255 = spliced) for a binary segmenter; manipulations: images/ + class-indexed "
+                             "masks/ of the manipulation families for a multi-class segmenter; real-fake: real/ + fake/ for the classifier")
     parser.add_argument("--output", required=True, help="folder to write (created if missing)")
     parser.add_argument("--count", type=int, default=1000, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="use different seeds for training and held-out sets")
@@ -38,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=PHOTO_SPLITS, default="train", help="which source photographs to use")
     parser.add_argument("--authentic-fraction", type=float, default=0.2, help="forgery: share of untouched images (empty masks)")
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
-                        help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES)")
+                        help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
+                             "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "forgery":
         counts = write_forgery_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                        authentic_fraction=args.authentic_fraction)
+    elif args.kind == "manipulations":
+        from forensics.manipulations import write_manipulation_dataset
+
+        try:
+            counts = write_manipulation_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
+                                                families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction)
+        except ValueError as error:
+            print(f"forgescan make-dataset: {error}", file=sys.stderr)
+            return 2
     else:
         try:
             counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,

@@ -83,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optimisation.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate for the card's thresholds")
     optimisation.add_argument("--seed", type=int, default=0)
     cluster = parser.add_argument_group("Ray Train")
-    cluster.add_argument("--num-workers", type=int, default=1, help="training workers (one per GPU on a cluster)")
+    cluster.add_argument("--num-workers", type=int, default=1,
+                         help="training workers (one per GPU on a cluster); 0 runs the same loop in this process without "
+                              "Ray (a single CPU or GPU, e.g. where a local Ray instance cannot start)")
     cluster.add_argument("--use-gpu", action="store_true")
     cluster.add_argument("--cpus-per-worker", type=float, default=1)
     cluster.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: the node's CPUs / local workers)")
@@ -170,7 +172,6 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from forensics.checkpoint import save_checkpoint
     from forensics.model_card import ModelCard
     from forensics.training import TrainSettings, WorkerContext, train_model
 
@@ -189,14 +190,44 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
         ray.train.report({"done": True})
         return
     with tempfile.TemporaryDirectory() as directory:
-        save_checkpoint(result.model, result.card, Path(directory) / "model.safetensors", half=config["half"])
-        (Path(directory) / "history.json").write_text(json.dumps(result.history, indent=2))
-        np.savez_compressed(Path(directory) / "validation.npz", **result.validation)
+        save_run(result, Path(directory), half=config["half"])
         ray.train.report({"done": True}, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
+def save_run(result, directory: Path, half: bool) -> None:
+    """What a training run leaves: the checkpoint (weights + card), the history and the validation outputs."""
+    from forensics.checkpoint import save_checkpoint
+
+    save_checkpoint(result.model, result.card, Path(directory) / "model.safetensors", half=half)
+    (Path(directory) / "history.json").write_text(json.dumps(result.history, indent=2))
+    np.savez_compressed(Path(directory) / "validation.npz", **result.validation)
+
+
+def fit_in_process(args, card, train_samples, valid_samples, output: Path, name: str) -> Path:
+    """`--num-workers 0`: the training loop in this process (no Ray); returns the folder holding the checkpoint."""
+    import torch
+
+    from forensics.inference import pick_device
+    from forensics.training import WorkerContext, train_model
+
+    settings = _settings(args)
+    device = pick_device("cuda" if args.use_gpu else "cpu")
+    if not settings.threads:
+        torch.set_num_threads(os.cpu_count() or 1)
+    result = train_model(card, train_samples, valid_samples, settings, WorkerContext(device=device), description=name)
+    destination = output / name
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    save_run(result, destination, half=not args.full_precision)
+    return destination
+
+
 def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, name: str) -> Path:
-    """Train one model through `TorchTrainer`; returns the local folder holding the chief's checkpoint."""
+    """Train one model through `TorchTrainer` (or in this process with --num-workers 0); returns the local
+    folder holding the chief's checkpoint."""
+    if args.num_workers == 0:
+        return fit_in_process(args, card, train_samples, valid_samples, output, name)
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -229,3 +229,19 @@ def test_binary_cards_leave_the_class_columns_null_and_older_outputs_read_togeth
     rows = duckdb.sql(f"SELECT scan_id, manipulation_type, mask_classes IS NULL, mask_rle.counts IS NOT NULL "
                       f"FROM read_parquet('{output}/**/*.parquet', union_by_name=true, hive_partitioning=1) ORDER BY scan_id").fetchall()
     assert sorted(rows) == sorted([("older-scan", None, True, True), (summary.scan_id, None, True, True)])
+
+
+def test_train_job_writes_a_multiclass_card_and_the_class_confusion_picture(class_pairs, tmp_path):
+    from tests.test_training import _train_args
+    from jobs import train
+
+    data = class_pairs[0].image_uri.rsplit("/images/", 1)[0]
+    args = _train_args(model="segmenter", data=data, output=tmp_path, valid_fraction=0.25, epochs=1, batch_size=4,
+                       input_size=64, threads=1, num_workers=0, classes=",".join(CLASSES), no_augment=True)
+    assert train.run(args) == 0  # --num-workers 0: the same loop in this process, no Ray
+    model, card = load_checkpoint(tmp_path / "segmenter.safetensors", expected_kind="segmenter")
+    assert card.classes == CLASSES and card.architecture["classes"] == 4 and "--classes" in card.reproduce
+    assert "mean_iou" in card.metrics["validation_at_best_epoch"]
+    assert (tmp_path / "class_confusion_matrix.png").stat().st_size > 0
+    bad = _train_args(model="segmenter", data=data, output=tmp_path / "bad", classes="6", num_workers=0)
+    assert train.run(bad) == 2

@@ -1,0 +1,283 @@
+"""Manipulation families for the multi-class segmenter: what was done to a region, not only where.
+
+Each family edits one region of a scikit-image photograph and returns the image
+with a class-indexed mask (ids of forensics.model_card.MANIPULATION_CLASSES):
+
+- ``splice``: a region of ANOTHER photograph pasted in, with or without
+  resampling (the donor rescaled by 0.6-1.6x), colour matching to the target
+  (Reinhard: per-channel mean and spread) and feathered edges;
+- ``copy_move``: a region of the same image copied elsewhere (optionally
+  rescaled; the destination is the manipulated region);
+- ``removal``: a region inpainted away (OpenCV Telea or Navier-Stokes);
+- ``retouch``: local blur, sharpening, noise or a brightness/contrast change;
+- ``double_jpeg``: a region replaced by itself compressed on a JPEG grid shifted
+  by 1-7 pixels (the misaligned double compression a region pasted from another
+  JPEG carries); labelled ``spliced``, the edit it is the trace of;
+- ``generated_region``: a region re-drawn by a generator family
+  (forensics.generators), as generative fill would.
+
+Every sample then goes through the post-processing chain of
+forensics.generators (resize, mild noise, JPEG/WebP 60-95 or PNG), the mask
+resized with it (nearest). Only scikit-image photographs are used, split by
+photograph (forensics.synthetic.photographs_for_split), so no photograph is in
+both a training and an evaluation set; scikit-learn's and matplotlib's sample
+photographs are reserved for independent checks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from forensics.model_card import MANIPULATION_CLASSES
+from forensics.synthetic import photographs_for_split, random_crop, random_region_mask
+
+AUTHENTIC, SPLICED, COPY_MOVED, REMOVED, RETOUCHED, GENERATED = range(len(MANIPULATION_CLASSES))
+
+MANIPULATION_FAMILIES = ("splice", "copy_move", "removal", "retouch", "double_jpeg", "generated_region")
+FAMILY_CLASS = {
+    "splice": SPLICED, "copy_move": COPY_MOVED, "removal": REMOVED, "retouch": RETOUCHED,
+    "double_jpeg": SPLICED, "generated_region": GENERATED,
+}
+SAMPLES_FILE = "samples.csv"  # one row per image: file, mask, families, photo, donor, chain, split
+
+
+def _alpha(rng: np.random.Generator, mask: np.ndarray, feather_probability: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Blend weights for pasting over `mask` (feathered edges half the time) and the mask where the paste dominates."""
+    alpha = mask.astype(np.float32)
+    if rng.random() < feather_probability:
+        radius = float(rng.uniform(0.8, 3.0))
+        alpha = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)), np.float32) / 255.0
+        return alpha, alpha >= 0.5
+    return alpha, mask
+
+
+def _blend(target: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    mixed = target.astype(np.float32) * (1 - alpha[..., None]) + source.astype(np.float32) * alpha[..., None]
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def match_colours(source: np.ndarray, target: np.ndarray, source_mask: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
+    """`source` with each channel's mean and spread over `source_mask` moved to the target's over `target_mask`."""
+    source_pixels, target_pixels = source[source_mask].astype(np.float32), target[target_mask].astype(np.float32)
+    if len(source_pixels) < 2 or len(target_pixels) < 2:
+        return source
+    scale = (target_pixels.std(0) + 1.0) / (source_pixels.std(0) + 1.0)
+    matched = (source.astype(np.float32) - source_pixels.mean(0)) * scale + target_pixels.mean(0)
+    return np.clip(matched + 0.5, 0, 255).astype(np.uint8)
+
+
+def _ring(mask: np.ndarray, width: int = 6) -> np.ndarray:
+    """The pixels just outside `mask` (its surroundings, for colour matching)."""
+    grown = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * width + 1))) > 127
+    return grown & ~mask
+
+
+def splice(rng: np.random.Generator, image: np.ndarray, donor_photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Paste a region cut from another photograph; returns (image, bool mask, what was done)."""
+    height, width = image.shape[:2]
+    notes = []
+    if rng.random() < 0.5:  # resampled donor: its pixels went through an interpolation the target's did not
+        factor = float(rng.choice([rng.uniform(0.6, 0.9), rng.uniform(1.15, 1.6)]))
+        donor = random_crop(rng, donor_photo, max(16, int(round(height / factor))))
+        donor = np.asarray(Image.fromarray(donor).resize((width, height), Image.BICUBIC if rng.random() < 0.5 else Image.BILINEAR))
+        notes.append(f"resampled {factor:.2f}")
+    else:
+        donor = random_crop(rng, donor_photo, height)
+    if donor.shape[:2] != (height, width):
+        donor = np.asarray(Image.fromarray(donor).resize((width, height), Image.BILINEAR))
+    mask = random_region_mask(rng, height, width)
+    if rng.random() < 0.5:
+        donor = match_colours(donor, image, mask, _ring(mask))
+        notes.append("colour matched")
+    alpha, mask = _alpha(rng, mask)
+    notes.append("feathered" if alpha.dtype == np.float32 and ((alpha > 0) & (alpha < 1)).any() else "hard edge")
+    return _blend(image, donor, alpha), mask, ", ".join(notes)
+
+
+def copy_move(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Copy a region of the image elsewhere in it (optionally rescaled); the mask marks the destination."""
+    height, width = image.shape[:2]
+    for _ in range(10):
+        source_mask = random_region_mask(rng, height, width)
+        rows, columns = np.nonzero(source_mask)
+        shift_y = int(rng.integers(-rows.min(), height - rows.max()))
+        shift_x = int(rng.integers(-columns.min(), width - columns.max()))
+        if abs(shift_y) + abs(shift_x) >= 8:
+            break
+    source = image
+    note = "shifted"
+    if rng.random() < 0.3:  # rescaled about the region's centre before the move
+        factor = float(rng.uniform(0.85, 1.2))
+        centre_y, centre_x = rows.mean(), columns.mean()
+        matrix = (1 / factor, 0, centre_x - centre_x / factor, 0, 1 / factor, centre_y - centre_y / factor)
+        source = np.asarray(Image.fromarray(image).transform((width, height), Image.AFFINE, matrix, Image.BILINEAR))
+        source_mask = np.asarray(Image.fromarray(source_mask.astype(np.uint8) * 255).transform(
+            (width, height), Image.AFFINE, matrix, Image.NEAREST)) > 127
+        note = f"scaled {factor:.2f}"
+    moved = np.roll(source, (shift_y, shift_x), axis=(0, 1))
+    mask = np.roll(source_mask, (shift_y, shift_x), axis=(0, 1))
+    alpha, mask = _alpha(rng, mask, 0.4)
+    return _blend(image, moved, alpha), mask, note
+
+
+def removal(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Remove a region by inpainting it from its surroundings (OpenCV Telea or Navier-Stokes)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    for _ in range(5):  # large holes inpaint to flat smears: keep removed objects object-sized
+        mask = random_region_mask(rng, height, width)
+        if mask.mean() <= 0.2:
+            break
+    method, name = (cv2.INPAINT_TELEA, "telea") if rng.random() < 0.5 else (cv2.INPAINT_NS, "navier-stokes")
+    radius = int(rng.integers(3, 8))
+    filled = cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8) * 255, radius, method)
+    return np.asarray(filled, dtype=np.uint8), mask, f"inpainted ({name}, radius {radius})"
+
+
+def retouch(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Blur, sharpen, add noise to, or brighten/darken one region."""
+    height, width = image.shape[:2]
+    mask = random_region_mask(rng, height, width)
+    picture = Image.fromarray(image)
+    operation = str(rng.choice(["blur", "sharpen", "noise", "brightness"]))
+    if operation == "blur":
+        edited = np.asarray(picture.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.2, 3.5)))))
+    elif operation == "sharpen":
+        edited = np.asarray(picture.filter(ImageFilter.UnsharpMask(radius=float(rng.uniform(1.0, 3.0)),
+                                                                   percent=int(rng.integers(120, 300)), threshold=1)))
+    elif operation == "noise":
+        noisy = image.astype(np.float32) + rng.normal(0.0, float(rng.uniform(5.0, 14.0)), image.shape)
+        edited = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+    else:
+        gain, bias = float(rng.choice([rng.uniform(0.65, 0.85), rng.uniform(1.15, 1.4)])), float(rng.uniform(-12, 12))
+        edited = np.clip(image.astype(np.float32) * gain + bias + 0.5, 0, 255).astype(np.uint8)
+    alpha, mask = _alpha(rng, mask, 0.6)
+    return _blend(image, edited, alpha), mask, operation
+
+
+def double_jpeg(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Replace a region with itself JPEG-compressed on a grid shifted by 1-7 pixels (misaligned double JPEG)."""
+    height, width = image.shape[:2]
+    mask = random_region_mask(rng, height, width)
+    shift_y, shift_x = (int(v) for v in rng.integers(1, 8, 2))
+    quality = int(rng.integers(50, 86))
+    padded = np.pad(image, ((shift_y, 0), (shift_x, 0), (0, 0)), mode="edge")
+    buffer = io.BytesIO()
+    Image.fromarray(padded).save(buffer, format="JPEG", quality=quality)
+    compressed = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))[shift_y:, shift_x:]
+    alpha, mask = _alpha(rng, mask, 0.3)
+    return _blend(image, compressed, alpha), mask, f"jpeg {quality} on a grid shifted ({shift_y}, {shift_x})"
+
+
+def generated_region(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Re-draw one region with a generator family of forensics.generators (a stand-in for generative fill)."""
+    from forensics.generators import GENERATOR_FAMILIES, generate
+
+    family = str(rng.choice(GENERATOR_FAMILIES))
+    height, width = image.shape[:2]
+    mask = random_region_mask(rng, height, width)
+    alpha, mask = _alpha(rng, mask, 0.6)
+    return _blend(image, generate(rng, image, family), alpha), mask, family
+
+
+def manipulate(
+    rng: np.random.Generator, image: np.ndarray, family: str, donor_photo: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Apply one family to an (H, W, 3) uint8 image; returns (image, bool mask of the edited pixels, details)."""
+    edits: dict[str, Callable] = {"copy_move": copy_move, "removal": removal, "retouch": retouch,
+                                  "double_jpeg": double_jpeg, "generated_region": generated_region}
+    if family == "splice":
+        if donor_photo is None:
+            raise ValueError("The splice family needs a donor photograph (another photo of the same split).")
+        return splice(rng, image, donor_photo)
+    if family not in edits:
+        raise ValueError(f"Wrong manipulation family `{family}`, supported families: {list(MANIPULATION_FAMILIES)}")
+    return edits[family](rng, image)
+
+
+def write_manipulation_dataset(
+    directory: str | Path,
+    n: int,
+    seed: int,
+    size: int = 256,
+    split: str = "train",
+    families: tuple[str, ...] | None = None,
+    authentic_fraction: float = 0.15,
+    second_edit_probability: float = 0.25,
+    post_processing=None,
+) -> dict[str, int]:
+    """A multi-class segmenter dataset: `images/<stem>.<jpg|webp|png>` and `masks/<stem>.png` holding class ids.
+
+    Each non-authentic image gets one family's edit (families taken in turn, so
+    they are balanced) and, with `second_edit_probability`, a second edit of
+    another family on top (its pixels take the later class), so a model learns
+    types per pixel, not per image. Then the post-processing chain of
+    forensics.generators runs on every image (authentic ones too). Images are
+    `size` px squares before that chain's resize. `samples.csv` records every
+    image's families, photographs and chain. Returns counts per class and family.
+    """
+    from forensics.generators import PostProcessing, post_process
+
+    families = tuple(families or MANIPULATION_FAMILIES)
+    unknown = sorted(set(families) - set(MANIPULATION_FAMILIES))
+    if unknown:
+        raise ValueError(f"Wrong manipulation families {unknown}, supported families: {list(MANIPULATION_FAMILIES)}")
+    post_processing = post_processing or PostProcessing()
+    directory = Path(directory)
+    rng = np.random.default_rng(seed)
+    photos = photographs_for_split(split)
+    if len(photos) < 2:
+        raise ValueError(f"Split `{split}` has fewer than two photographs; a splice needs a donor.")
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    (directory / "masks").mkdir(parents=True, exist_ok=True)
+    counts = {"authentic": 0, **{family: 0 for family in families}}
+    rows, edited = [], 0
+    for index in range(n):
+        target_index = int(rng.integers(len(photos)))
+        name, photo = photos[target_index]
+        image = random_crop(rng, photo, size)
+        mask = np.zeros((size, size), np.uint8)
+        applied, donors, details = [], [], []
+        if rng.random() >= authentic_fraction:
+            chosen = [families[edited % len(families)]]
+            edited += 1
+            if len(families) > 1 and rng.random() < second_edit_probability:
+                chosen.append(str(rng.choice([f for f in families if f != chosen[0]])))
+            for family in chosen:
+                donor = None
+                if family == "splice":
+                    donor_name, donor = photos[(target_index + 1 + int(rng.integers(len(photos) - 1))) % len(photos)]
+                    donors.append(donor_name)
+                image, region, detail = manipulate(rng, image, family, donor)
+                mask[region] = FAMILY_CLASS[family]
+                applied.append(family)
+                details.append(f"{family}: {detail}")
+                counts[family] += 1
+        else:
+            counts["authentic"] += 1
+        data, suffix, chain = post_process(rng, image, _chain_size(rng, size, post_processing), post_processing)
+        final = Image.open(io.BytesIO(data)).size
+        stem = f"{seed}_{index:05d}_{name}_{'+'.join(applied) or 'authentic'}"
+        (directory / "images" / f"{stem}{suffix}").write_bytes(data)
+        Image.fromarray(mask).resize(final, Image.NEAREST).save(directory / "masks" / f"{stem}.png")
+        rows.append({"file": f"images/{stem}{suffix}", "mask": f"masks/{stem}.png", "families": "+".join(applied),
+                     "photo": name, "donors": "+".join(donors), "details": "; ".join(details), "chain": chain, "split": split})
+    with open(directory / SAMPLES_FILE, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (directory / "classes.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(MANIPULATION_CLASSES)))
+    return counts
+
+
+def _chain_size(rng: np.random.Generator, size: int, config) -> tuple[int, int]:
+    """The (width, height) the chain resizes a `size` px image to (its own size when this chain does not resize)."""
+    side = max(16, int(round(size * config.draw_scale(rng))))
+    return side, side

@@ -1,0 +1,71 @@
+"""Manipulation families for the multi-class segmenter: edits stay in their labelled region, masks carry class ids."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from forensics.manipulations import FAMILY_CLASS, MANIPULATION_FAMILIES, manipulate, write_manipulation_dataset
+from forensics.model_card import MANIPULATION_CLASSES
+from forensics.synthetic import photographs_for_split, random_crop
+
+
+def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * pixels + 1))) > 0
+
+
+@pytest.mark.parametrize("family", MANIPULATION_FAMILIES)
+def test_each_family_edits_only_the_region_it_labels(family):
+    rng = np.random.default_rng(3)
+    photos = photographs_for_split("train")
+    image = random_crop(rng, photos[0][1], 96)
+    edited, mask, details = manipulate(rng, image, family, donor_photo=photos[1][1])
+    assert edited.shape == image.shape and edited.dtype == np.uint8 and mask.shape == (96, 96) and details
+    assert mask.any()
+    far_away = ~_grown(mask, 10)  # feathered edges may touch a few pixels just outside the labelled region
+    assert np.array_equal(edited[far_away], image[far_away])
+    assert np.abs(edited[mask].astype(int) - image[mask].astype(int)).mean() > 0.5
+
+
+def test_unknown_family_lists_the_families():
+    with pytest.raises(ValueError, match="copy_move"):
+        manipulate(np.random.default_rng(0), np.zeros((32, 32, 3), np.uint8), "warp")
+
+
+def test_dataset_masks_hold_the_class_ids_of_the_families_applied_and_splits_share_no_photograph(tmp_path):
+    counts = write_manipulation_dataset(tmp_path / "train", 14, seed=1, size=64, split="train", authentic_fraction=0.15)
+    write_manipulation_dataset(tmp_path / "heldout", 6, seed=2, size=64, split="heldout")
+    assert sum(counts[f] for f in MANIPULATION_FAMILIES) >= 11 and all(counts[f] >= 1 for f in MANIPULATION_FAMILIES)
+    photos = {}
+    for split in ("train", "heldout"):
+        rows = list(csv.DictReader(open(tmp_path / split / "samples.csv")))
+        photos[split] = {r["photo"] for r in rows} | {d for r in rows for d in r["donors"].split("+") if d}
+        for row in rows:
+            image = Image.open(tmp_path / split / row["file"])
+            ids = np.asarray(Image.open(tmp_path / split / row["mask"]))
+            assert ids.shape == (image.height, image.width)  # resized with the post-processing chain
+            expected = {FAMILY_CLASS[f] for f in row["families"].split("+") if f}
+            assert set(np.unique(ids)) - {0} <= expected  # a second edit may cover the first entirely
+            assert bool(expected) == bool((ids > 0).any())
+            assert row["chain"].split(" > ")[-1].split()[0] in ("jpeg", "webp", "png")
+    assert not photos["train"] & photos["heldout"]
+    assert (tmp_path / "train" / "classes.txt").read_text().splitlines()[1] == f"1 {MANIPULATION_CLASSES[1]}"
+
+
+def test_make_dataset_manipulations_records_its_command(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from jobs import cli
+
+    monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", "manipulations", "--output", str(tmp_path / "d"),
+                                      "--count", "3", "--size", "48", "--family", "retouch"])
+    assert cli.main() == 0
+    record = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert record["command"].startswith("forgescan make-dataset manipulations") and record["retouch"] >= 1
+    monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", "manipulations", "--output", str(tmp_path / "e"),
+                                      "--count", "3", "--family", "warp"])
+    assert cli.main() == 2 and "supported families" in capsys.readouterr().err
