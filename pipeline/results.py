@@ -25,7 +25,7 @@ import pyarrow.dataset as pads
 
 from forensics.verdict import AI_GENERATED, MANIPULATED
 from pipeline import schema
-from pipeline.state import COMPLETE, ScanManifest, ScanState
+from pipeline.state import COMPLETE, ScanManifest, ScanState, open_committed_dataset
 from pipeline.storage import parse_location
 
 ARCHIVE_VIEW = "archive"
@@ -106,19 +106,19 @@ class ScanResults:
             self.connection.register("results", schema.OUTPUT_SCHEMA.empty_table())
 
     def _open_dataset(self) -> pads.Dataset | None:
-        fs = self.state.fs
         try:
-            if not fs.exists(self.location.path):
-                return None
-            filesystem = None if self.location.protocol == "file" else fs
-            discovered = pads.dataset(self.location.path, format="parquet", filesystem=filesystem,
-                                      partitioning="hive", exclude_invalid_files=False)
-            if not discovered.files:
+            discovered = open_committed_dataset(self.state.fs, self.location, self.state.unreadable_files)
+            if discovered is None or not discovered.files:
                 return None
             # Older files lack newer columns (read as NULL); files of newer scans may carry columns we do not know.
             return discovered.replace_schema(pa.unify_schemas([discovered.schema, schema.OUTPUT_SCHEMA]))
         except (FileNotFoundError, pa.ArrowInvalid, IndexError):
             return None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Damaged manifests and committed files met while opening the output (left out of every count)."""
+        return [*self.state.unreadable_manifests.values(), *self.state.unreadable_files.values()]
 
     @property
     def complete_scans(self) -> list[ScanManifest]:

@@ -223,6 +223,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         summary.notes.append("untrained model weights in use: verdicts are not meaningful (see README, Training)")
     if summary.listed == 0:
         summary.notes.append(f"no objects found under {source_uri}")
+    summary.notes += [*state.unreadable_manifests.values(), *state.unreadable_files.values()]
     return summary
 
 

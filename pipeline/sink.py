@@ -1,8 +1,10 @@
 """Parquet sink that commits each file atomically, so a crash never leaves a readable partial file.
 
 Files land in `OUTPUT/scan_id=<id>/part-<digest>.parquet`. Local files are
-written under a hidden `.partial` name and renamed; object stores publish an
-object only when its upload completes. The file name is a digest of the URIs
+written under a hidden `.partial` name and renamed; on object stores the
+upload is completed only after the whole file was written, and a write that
+fails part-way aborts its multipart upload, so nothing (not even a truncated
+object) is published. The file name is a digest of the URIs
 it holds, so a retried write task overwrites its own file instead of
 duplicating rows.
 """
@@ -10,6 +12,8 @@ duplicating rows.
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import uuid
 
@@ -20,6 +24,10 @@ from ray.data.datasource import Datasink
 
 from pipeline import schema
 from pipeline.storage import Location, filesystem_for
+
+logger = logging.getLogger("forgescan")
+# Multipart part size for committed files (S3's minimum): big files upload in parts while they are written.
+UPLOAD_PART_BYTES = 5 * 2**20
 
 
 def scan_directory(output: Location, scan_id: str) -> Location:
@@ -35,8 +43,43 @@ def write_table_atomically(table: pa.Table, location: Location, endpoint_url: st
         os.replace(staging, location.path)
         return
     fs = filesystem_for(location.protocol, endpoint_url, storage_options_json)
-    with fs.open(location.path, "wb") as handle:  # the object appears only when the upload completes
-        pq.write_table(table, handle, compression="zstd")
+    handle = fs.open(location.path, "wb", block_size=UPLOAD_PART_BYTES)
+    try:
+        # pyarrow closes the stream it writes to even when it fails, and closing an fsspec file
+        # completes its upload: it writes through a wrapper whose close does not commit.
+        pq.write_table(table, _UncommittedStream(handle), compression="zstd")
+        handle.close()  # completes the upload: the object appears only now
+    except BaseException:
+        _abandon_upload(handle, location)
+        raise
+
+
+class _UncommittedStream(io.RawIOBase):
+    """A writable view of an upload whose `close` does not complete it."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.target.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.target.tell()
+
+
+def _abandon_upload(handle, location: Location) -> None:
+    """Abort the multipart upload of a failed write, so no part of it is ever published."""
+    try:
+        handle.discard()
+    except Exception as error:  # the store's lifecycle rules expire an unfinished upload anyway
+        logger.warning("could not abort the upload of %s (%s); it was never completed, so nothing was published",
+                       location.uri, type(error).__name__)
+    finally:
+        handle.closed = True
 
 
 class CommittedParquetSink(Datasink):

@@ -2,8 +2,9 @@
 
 It forwards every request to moto, except that it answers some with the
 errors a real store produces: throttling (503 SlowDown) on a share of
-requests, 403 AccessDenied for chosen keys, and 404 NoSuchKey for keys that
-"vanished" after listing.
+requests, 403 AccessDenied for chosen keys, 404 NoSuchKey for keys that
+"vanished" after listing, and 403 for chosen part numbers of multipart uploads
+(an upload that fails half-way).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ ERROR_BODY = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><M
 
 class FaultyS3Proxy:
     def __init__(self, upstream: str, throttle_every: int = 0, denied_keys=(), vanished_keys=(),
-                 reject_credentials: bool = False):
+                 reject_credentials: bool = False, rejected_upload_parts=()):
+        self.rejected_upload_parts = {str(n) for n in rejected_upload_parts}
         self.reject_credentials = reject_credentials
         self.upstream = urllib.parse.urlparse(upstream)
         self.throttle_every = throttle_every
         self.denied_keys = set(denied_keys)
         self.vanished_keys = set(vanished_keys)
         self.counter = itertools.count(1)
-        self.injected = {"throttled": 0, "denied": 0, "vanished": 0}
+        self.injected = {"throttled": 0, "denied": 0, "vanished": 0, "rejected_parts": 0}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -51,6 +53,10 @@ class FaultyS3Proxy:
                 return 403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
             if is_object_read and key in self.denied_keys:
                 self.injected["denied"] += 1
+                return 403, "AccessDenied", "Access Denied"
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+            if method == "PUT" and set(query.get("partNumber", [])) & self.rejected_upload_parts:
+                self.injected["rejected_parts"] += 1
                 return 403, "AccessDenied", "Access Denied"
             if is_object_read and key in self.vanished_keys:
                 self.injected["vanished"] += 1
