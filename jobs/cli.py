@@ -13,6 +13,7 @@ import sys
 
 JOBS = {
     "scan": ("jobs.scan", "Scan an archive and write verdicts and masks to Parquet."),
+    "serve": ("jobs.serve", "Answer single-image checks over HTTP (Ray Serve + FastAPI) with the scan's models."),
     "report": ("jobs.report", "Write an HTML report of a scan output: counts, histograms, flagged images with masks."),
     "summary": ("jobs.summary", "Print the counts of every scan in an output and of the archive's current state."),
     "demo": ("jobs.demo", "Scan the bundled sample archive on a local Ray instance."),

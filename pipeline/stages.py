@@ -58,18 +58,15 @@ def fetch_and_decode(
     native resolution (capped by the card's max_tiles) or its thumbnail.
     """
     from forensics.model_card import ModelCard
-    from forensics.tiling import classifier_view, segmenter_view
 
     classifier, segmenter = ModelCard.from_dict(classifier_card), ModelCard.from_dict(segmenter_card)
-    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec, PDQ_INPUT_SIZE]))
     uris = batch[schema.URI]
     count = len(uris)
     out: dict[str, list] = {name: [] for name in (
         schema.URI, schema.SIZE_BYTES, schema.ETAG, schema.MTIME, schema.SHA256, schema.FORMAT,
         schema.WIDTH, schema.HEIGHT, schema.STATUS, schema.ERROR, schema.ANALYSIS_SCALE,
         PROVENANCE_JSON, schema.PDQ_HASH, schema.PDQ_QUALITY)}
-    classifier_shape = (classifier.crops, *classifier.input_size, 3) if classifier.resize_mode == NATIVE_CROPS else (*classifier.input_size, 3)
-    classifier_views = np.zeros((count, *classifier_shape), dtype=np.uint8)
+    classifier_views = np.zeros((count, *classifier_view_shape(classifier)), dtype=np.uint8)
     segmenter_views = np.empty(count, dtype=object)
     for index in range(count):
         uri = str(uris[index])
@@ -90,14 +87,9 @@ def fetch_and_decode(
                 if identity.get(key) is None:
                     identity[key] = value
             facts[schema.SHA256] = hashlib.sha256(data).hexdigest()
-            decoded = decode_image(data, specs, max_pixels=max_pixels)
-            facts[PROVENANCE_JSON] = json.dumps(read_provenance(data, decoded.format).to_row())
+            image_facts, classifier_views[index], segmenter_views[index] = decode_for_models(data, classifier, segmenter, max_pixels)
             del data
-            facts.update({schema.FORMAT: decoded.format, schema.WIDTH: decoded.width, schema.HEIGHT: decoded.height})
-            perceptual = pdq_hash(decoded.inputs[PDQ_INPUT_SIZE])
-            facts.update({schema.PDQ_HASH: perceptual.hex, schema.PDQ_QUALITY: perceptual.quality})
-            classifier_views[index] = classifier_view(classifier, decoded.inputs[classifier.input_spec])
-            segmenter_views[index], facts[schema.ANALYSIS_SCALE] = segmenter_view(segmenter, decoded.inputs[segmenter.input_spec])
+            facts.update(image_facts)
         except ImageDecodeError as decode_error:
             status, error = schema.STATUS_ERROR, str(decode_error)
         except Exception as read_error:  # storage failures of one object must not stop the scan
@@ -111,6 +103,31 @@ def fetch_and_decode(
     result[CLASSIFIER_VIEW] = classifier_views
     result[SEGMENTER_VIEW] = segmenter_views
     return result
+
+
+def classifier_view_shape(classifier) -> tuple[int, ...]:
+    """The shape of one image's classifier view: (crops, h, w, 3) for native crops, else (h, w, 3)."""
+    if classifier.resize_mode == NATIVE_CROPS:
+        return (classifier.crops, *classifier.input_size, 3)
+    return (*classifier.input_size, 3)
+
+
+def decode_for_models(data: bytes, classifier, segmenter, max_pixels: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Decode one image's bytes into its row facts and what each model sees; raises ImageDecodeError.
+
+    The one decode path of a scan (fetch_and_decode) and of the HTTP endpoint (pipeline.serving).
+    Returns (row facts: format, size, analysis scale, provenance, PDQ hash; classifier view; segmenter view).
+    """
+    from forensics.tiling import classifier_view, segmenter_view
+
+    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec, PDQ_INPUT_SIZE]))
+    decoded = decode_image(data, specs, max_pixels=max_pixels)
+    segmenter_input, scale = segmenter_view(segmenter, decoded.inputs[segmenter.input_spec])
+    perceptual = pdq_hash(decoded.inputs[PDQ_INPUT_SIZE])
+    facts = {schema.FORMAT: decoded.format, schema.WIDTH: decoded.width, schema.HEIGHT: decoded.height,
+             schema.ANALYSIS_SCALE: scale, PROVENANCE_JSON: json.dumps(read_provenance(data, decoded.format).to_row()),
+             schema.PDQ_HASH: perceptual.hex, schema.PDQ_QUALITY: perceptual.quality}
+    return facts, classifier_view(classifier, decoded.inputs[classifier.input_spec]), segmenter_input
 
 
 def _text(value) -> str | None:
