@@ -11,7 +11,9 @@ from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard, default_class
 from pipeline.config import TRIAGE, ScanConfig
 from pipeline.listing import ArchiveListing
 from pipeline.sink import CommittedParquetSink, scan_directory
-from pipeline.stages import DetectForgeries, ListingCounter, assemble_rows, fetch_and_decode, skip_done_objects
+from pipeline.stages import (
+    DetectForgeries, ListingCounter, assemble_rows, fetch_and_decode, row_settings, skip_done_objects,
+)
 from pipeline.state import COMPLETE, RUNNING, ScanManifest, ScanState, plan_scan, utc_now
 from pipeline.storage import (
     StorageError, check_source, describe_storage_error, filesystem_for, parse_location, resolve_endpoint_url,
@@ -180,15 +182,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     )
     dataset = dataset.map_batches(
         assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.5,
-        fn_kwargs={
-            "scan_id": plan.scan_id,
-            "classifier_version": classifier_card.version,
-            "segmenter_version": segmenter_card.version,
-            "ai_threshold": classifier_card.threshold("ai_generated"),
-            "pixel_threshold": segmenter_card.threshold("pixel"),
-            "manipulation_threshold": segmenter_card.threshold("manipulated"),
-            "class_names": segmenter_card.class_names,
-        },
+        fn_kwargs={"scan_id": plan.scan_id, **row_settings(classifier_card, segmenter_card)},
     )
     try:
         # A quarter CPU per write task: with a full CPU the writes wait behind the decode and

@@ -27,7 +27,7 @@ from forensics.decode import DEFAULT_MAX_PIXELS, ImageDecodeError
 from pipeline import schema
 from pipeline.config import ANALYSIS_MODES, NATIVE, TRIAGE
 from pipeline.stages import (
-    CLASSIFIER_VIEW, SEGMENTER_VIEW, DetectForgeries, assemble_rows, decode_for_models,
+    CLASSIFIER_VIEW, SEGMENTER_VIEW, DetectForgeries, assemble_rows, decode_for_models, row_settings,
 )
 
 logger = logging.getLogger("forgescan")
@@ -156,12 +156,7 @@ class LoadedModels:
         for index, upload in enumerate(uploads):
             segmenter_views[index] = upload.segmenter_view
         batch[SEGMENTER_VIEW] = segmenter_views
-        table = assemble_rows(
-            self.detector(batch), scan_id="http", classifier_version=self.classifier.version,
-            segmenter_version=self.segmenter.version, ai_threshold=self.classifier.threshold("ai_generated"),
-            pixel_threshold=self.segmenter.threshold("pixel"),
-            manipulation_threshold=self.segmenter.threshold("manipulated"),
-        )
+        table = assemble_rows(self.detector(batch), scan_id="http", **row_settings(self.classifier, self.segmenter))
         rows = []
         for upload, row in zip(uploads, table.to_pylist()):
             response = {"filename": upload.filename}

@@ -232,6 +232,18 @@ def _describe_device(device) -> str:
     return "cpu"
 
 
+def row_settings(classifier, segmenter) -> dict:
+    """assemble_rows' model facts from the two cards: versions, thresholds, class names (scan and endpoint)."""
+    return {
+        "classifier_version": classifier.version,
+        "segmenter_version": segmenter.version,
+        "ai_threshold": classifier.threshold("ai_generated"),
+        "pixel_threshold": segmenter.threshold("pixel"),
+        "manipulation_threshold": segmenter.threshold("manipulated"),
+        "class_names": segmenter.class_names,
+    }
+
+
 def assemble_rows(
     batch: dict[str, np.ndarray],
     scan_id: str,
