@@ -91,7 +91,7 @@ def test_predict_matches_the_row_a_scan_writes(endpoint, tiny_native_checkpoints
     assert (served["width"], served["height"]) == (150, 97)
     assert served["mask_rle"]["size"] == [97, 150]
     assert served["mask_rle"] == row["mask_rle"]
-    for column in ("sha256", "format", "size_bytes", "verdict", "mask_area", "mask_bbox", "classifier_version",
+    for column in ("sha256", "format", "size_bytes", "verdict", "mask_area", "mask_bbox", "classifier_version", "pdq_hash", "reasons",
                    "segmenter_version", "analysis", "analysis_scale"):
         assert served[column] == row[column], column
     for column in ("ai_score", "manipulation_score", "confidence"):
