@@ -73,11 +73,13 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's own bomb limit follows --max-pixels, both above and below its 89.5 MP default.
+            Image.MAX_IMAGE_PIXELS = max_pixels
             image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         if isinstance(error, UnidentifiedImageError):
             raise ImageDecodeError("not_an_image", f"no image decoder recognises these bytes ({_sniff(data)})") from None
-        raise ImageDecodeError("too_large", str(error)) from None
+        raise ImageDecodeError("too_large", f"{error} (the limit is --max-pixels {max_pixels:,}; raise it to scan this image)") from None
     except Exception as error:  # corrupt headers raise a zoo of exception types
         raise ImageDecodeError("corrupt", f"cannot read the image header: {error}") from None
 

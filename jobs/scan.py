@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"CPUs per fetch-and-decode task (default {ScanConfig.decode_cpus:g})")
     parser.add_argument("--max-pixels", type=int, default=ScanConfig.max_pixels,
                         help=f"larger images become too_large error rows (default {ScanConfig.max_pixels:,})")
+    parser.add_argument("--max-bytes", type=int, default=ScanConfig.max_bytes,
+                        help=f"larger objects become too_large error rows, judged by the listing's size before reading "
+                             f"(default {ScanConfig.max_bytes:,})")
+    parser.add_argument("--min-side", type=int, default=ScanConfig.min_side,
+                        help=f"images with a shorter side get a too_small error row instead of a verdict "
+                             f"(default {ScanConfig.min_side} px)")
     parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=ScanConfig.analysis,
                         help="native: the models' native-resolution crops and tiles (what they were trained for; cost grows "
                              "with megapixels); triage: one centre crop and a thumbnail per image, a fixed and far smaller "
@@ -63,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         classifier_checkpoint=args.classifier, segmenter_checkpoint=args.segmenter,
         batch_size=args.batch_size, num_model_actors=args.actors, gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor, decode_cpus=args.decode_cpus, max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes, min_side=args.min_side,
         analysis=args.analysis,
         address=args.address, full=args.full, rescan_on_model_change=args.rescan_on_model_change,
         scan_id=args.scan_id, extensions=tuple(e for e in args.extensions.split(",") if e),

@@ -29,7 +29,11 @@ class ScanConfig:
         num_model_actors: size of the model actor pool; (min, max) for autoscaling.
         gpus_per_actor: GPUs reserved per model actor; 0 on CPU-only clusters, fractions allowed.
         decode_cpus: CPUs per fetch-and-decode task.
-        max_pixels: larger images become `too_large` error rows.
+        max_pixels: larger images become `too_large` error rows (Pillow's own bomb limit follows it).
+        max_bytes: larger objects become `too_large` error rows, judged by the listing's size before
+            any byte is read (objects are read whole into a worker's memory).
+        min_side: images with a side shorter than this get a `too_small` error row instead of a verdict:
+            the models cannot judge a handful of pixels.
         analysis: `native` (the cards' native-resolution crops and tiles: what the models were
             trained for; cost grows with megapixels) or `triage` (one centre crop and a thumbnail:
             fixed cost per image, for CPU-only first passes; see README, Analysis modes).
@@ -51,6 +55,8 @@ class ScanConfig:
     decode_cpus: float = 1.0
     decode_batch_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = 1 << 30
+    min_side: int = 16
     analysis: str = NATIVE
     address: str | None = None
     full: bool = False
@@ -88,6 +94,8 @@ class ScanConfig:
         whole("--decode-batch-size", self.decode_batch_size)
         whole("--rows-per-file", self.rows_per_file)
         whole("--max-pixels", self.max_pixels)
+        whole("--max-bytes", self.max_bytes)
+        whole("--min-side", self.min_side)
         pool = self.num_model_actors
         if isinstance(pool, tuple):
             if len(pool) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in pool):

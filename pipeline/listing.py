@@ -20,13 +20,14 @@ class ArchiveListing(Datasource):
     """Lists every object under a source (or every URI in a manifest) as rows."""
 
     def __init__(self, source: str, endpoint_url: str | None, storage_options: dict | None, page_size: int = 1000,
-                 extensions: tuple[str, ...] = (), block_rows: int = 64):
+                 extensions: tuple[str, ...] = (), block_rows: int = 64, exclude: str | None = None):
         self.source = source
         self.endpoint_url = endpoint_url
         self.storage_options = storage_options or {}
         self.page_size = page_size
         self.extensions = tuple(extensions)
         self.block_rows = block_rows
+        self.exclude = exclude  # the scan's own output, never listed when it lies inside the source
 
     def get_name(self) -> str:
         return "ListArchive"
@@ -36,12 +37,13 @@ class ArchiveListing(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         source, endpoint_url, options = self.source, self.endpoint_url, self.storage_options
-        page_size, extensions, block_rows = self.page_size, self.extensions, self.block_rows
+        page_size, extensions, block_rows, exclude = self.page_size, self.extensions, self.block_rows, self.exclude
 
         def list_pages() -> Iterator[pa.Table]:
             # Blocks of `block_rows` objects: big enough that Ray's per-block cost is negligible,
             # small enough that fetch/decode tasks stream and spread over the cluster.
-            for page in iter_listing(source, endpoint_url, options, page_size=page_size, extensions=extensions):
+            for page in iter_listing(source, endpoint_url, options, page_size=page_size, extensions=extensions,
+                                     exclude=exclude):
                 for start in range(0, len(page), block_rows):
                     yield pa.Table.from_pylist(page[start : start + block_rows], schema=LISTING_SCHEMA)
 

@@ -16,8 +16,8 @@ from pipeline.stages import (
 )
 from pipeline.state import COMPLETE, RUNNING, ScanManifest, ScanState, plan_scan, utc_now
 from pipeline.storage import (
-    StorageError, check_source, describe_storage_error, filesystem_for, parse_location, resolve_endpoint_url,
-    storage_options_key,
+    StorageError, check_source, describe_storage_error, filesystem_for, is_inside, parse_location,
+    resolve_endpoint_url, storage_options_key,
 )
 
 logger = logging.getLogger("forgescan")
@@ -153,7 +153,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     listing_block_rows = max(32, 4 * config.decode_batch_size)
     dataset = ray.data.read_datasource(
         ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
-                       block_rows=listing_block_rows),
+                       block_rows=listing_block_rows, exclude=output.uri),
         override_num_blocks=1, num_cpus=0.25,
     ).repartition(target_num_rows_per_block=listing_block_rows)
     dataset = dataset.map_batches(
@@ -164,7 +164,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     dataset = dataset.map_batches(
         fetch_and_decode, batch_format="numpy", batch_size=config.decode_batch_size, num_cpus=config.decode_cpus,
         fn_kwargs={"classifier_card": classifier_card.to_dict(), "segmenter_card": segmenter_card.to_dict(),
-                   "max_pixels": config.max_pixels, "endpoint_url": endpoint_url,
+                   "max_pixels": config.max_pixels, "max_bytes": config.max_bytes, "min_side": config.min_side,
+                   "endpoint_url": endpoint_url,
                    "storage_options_json": options_json},
     )
     dataset = dataset.map_batches(
@@ -215,6 +216,8 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     )
     if not classifier_card.trained or not segmenter_card.trained:
         summary.notes.append("untrained model weights in use: verdicts are not meaningful (see README, Training)")
+    if is_inside(output, parse_location(config.source)):
+        summary.notes.append(f"the output {output.uri} lies inside the source; it was left out of the listing")
     if summary.listed == 0:
         summary.notes.append(f"no objects found under {source_uri}")
     summary.notes += [*state.unreadable_manifests.values(), *state.unreadable_files.values()]

@@ -107,5 +107,6 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
-# What the listing yields per object: the identity carried into every row, also for objects that failed.
-LISTING_SCHEMA = pa.schema([OUTPUT_SCHEMA.field(name) for name in (URI, SIZE_BYTES, ETAG, MTIME)])
+# What the listing yields per object: the identity carried into every row, also for objects that failed,
+# and `error` for objects the listing already knows cannot be read (special files, unreadable folders, ...).
+LISTING_SCHEMA = pa.schema([OUTPUT_SCHEMA.field(name) for name in (URI, SIZE_BYTES, ETAG, MTIME, ERROR)])

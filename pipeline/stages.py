@@ -22,7 +22,7 @@ from forensics.provenance import Provenance, read_provenance
 from forensics.model_card import NATIVE_CROPS
 from forensics.verdict import ERROR, decide_verdict
 from pipeline import schema
-from pipeline.storage import object_identity, read_object
+from pipeline.storage import NotARegularFile, ObjectTooLarge, object_identity, read_object
 
 logger = logging.getLogger("forgescan")
 
@@ -36,6 +36,10 @@ PROVENANCE_JSON = "provenance_json"  # forensics.provenance.Provenance as JSON (
 
 
 def describe_read_error(error: BaseException) -> str:
+    if isinstance(error, NotARegularFile):
+        return f"not_a_regular_file: {error}"
+    if isinstance(error, ObjectTooLarge):
+        return f"too_large: {error}"
     if isinstance(error, FileNotFoundError):
         return f"not_found: the object vanished between listing and reading ({error})"
     if isinstance(error, PermissionError):
@@ -50,6 +54,8 @@ def fetch_and_decode(
     max_pixels: int,
     endpoint_url: str | None,
     storage_options_json: str,
+    max_bytes: int | None = None,
+    min_side: int = 1,
 ) -> dict[str, np.ndarray]:
     """Read each object, hash it, decode it, cut what each model sees; failures become error rows.
 
@@ -79,10 +85,21 @@ def fetch_and_decode(
                  PROVENANCE_JSON: None, schema.PDQ_HASH: None, schema.PDQ_QUALITY: None}
         status, error = schema.STATUS_OK, None
         segmenter_views[index] = np.zeros((1, 1, 3), dtype=np.uint8)
+        listing_error = _text(batch[schema.ERROR][index]) if schema.ERROR in batch else None
+        if listing_error is not None:  # the listing already knows it cannot be read: never open it
+            out[schema.URI].append(uri)
+            for key, value in {**identity, **facts}.items():
+                out[key].append(value)
+            out[schema.STATUS].append(schema.STATUS_ERROR)
+            out[schema.ERROR].append(listing_error)
+            continue
         try:
             if identity[schema.ETAG] is None and identity[schema.MTIME] is None and not uri.startswith("file://"):
                 identity.update({k: v for k, v in object_identity(uri, endpoint_url, storage_options_json).items() if k != "uri"})
-            data, read_facts = read_object(uri, endpoint_url, storage_options_json)
+            if max_bytes is not None and identity[schema.SIZE_BYTES] is not None and identity[schema.SIZE_BYTES] > max_bytes:
+                raise ObjectTooLarge(f"the listing gives {int(identity[schema.SIZE_BYTES]):,} bytes, over the limit of "
+                                     f"{max_bytes:,} (raise --max-bytes to scan it)")
+            data, read_facts = read_object(uri, endpoint_url, storage_options_json, max_bytes=max_bytes)
             for key, value in read_facts.items():
                 if identity.get(key) is None:
                     identity[key] = value
@@ -90,6 +107,10 @@ def fetch_and_decode(
             image_facts, classifier_views[index], segmenter_views[index] = decode_for_models(data, classifier, segmenter, max_pixels)
             del data
             facts.update(image_facts)
+            width, height = facts[schema.WIDTH], facts[schema.HEIGHT]
+            if min(width, height) < min_side:
+                raise ImageDecodeError("too_small", f"{width}x{height} pixels: the models cannot judge an "
+                                       f"image under {min_side} px a side (--min-side); no verdict is given")
         except ImageDecodeError as decode_error:
             status, error = schema.STATUS_ERROR, str(decode_error)
         except Exception as read_error:  # storage failures of one object must not stop the scan

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import os
+import stat as stat_module
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,10 @@ S3_RETRIES = {"max_attempts": 10, "mode": "adaptive"}  # botocore: backoff with 
 
 class StorageError(RuntimeError):
     """A storage problem the user can fix; the message names the location and the fix."""
+
+
+class NotARegularFile(OSError):
+    """A pipe, socket or device where a file was expected: reported, never opened."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,8 @@ def check_source(source: str, endpoint_url: str | None, storage_options: dict | 
     return SourceKind(location, is_manifest)
 
 
-def listing_entry(uri: str, size: int | None, etag: str | None, mtime) -> dict:
+def listing_entry(uri: str, size: int | None, etag: str | None, mtime, error: str | None = None) -> dict:
+    """One listed object. `error` set means the object is reported as an error row and never opened."""
     if isinstance(mtime, (int, float)):
         mtime = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat()
     elif isinstance(mtime, dt.datetime):
@@ -164,6 +172,7 @@ def listing_entry(uri: str, size: int | None, etag: str | None, mtime) -> dict:
         "size_bytes": None if size is None else int(size),
         "etag": etag.strip('"') if isinstance(etag, str) else None,
         "mtime": None if mtime is None else str(mtime),
+        "error": error,
     }
 
 
@@ -173,21 +182,35 @@ def iter_listing(
     storage_options: dict | None = None,
     page_size: int = 1000,
     extensions: tuple[str, ...] = (),
+    exclude: str | None = None,
 ) -> Iterator[list[dict]]:
-    """Pages of listing entries (`uri`, `size_bytes`, `etag`, `mtime`) under `source`, streamed."""
+    """Pages of listing entries (`uri`, `size_bytes`, `etag`, `mtime`, `error`) under `source`, streamed.
+
+    `exclude` (a URI, normally the scan's output) is left out of the listing when it lies
+    inside the source, so a scan never reads its own results. Objects that cannot be
+    read as files (special files, broken links, unreadable folders, manifest lines with
+    schemes forgescan does not read) are listed with `error` set: they become error rows.
+    """
     location = parse_location(source)
+    excluded = parse_location(exclude) if exclude else None
+    if excluded is not None and (excluded.protocol != location.protocol or not is_inside(excluded, location)):
+        excluded = None
     if location.path.lower().endswith(MANIFEST_SUFFIXES):
         entries = _iter_manifest(location, endpoint_url, storage_options)
+        excluded = None
     elif location.protocol == "file":
-        entries = _iter_local(Path(location.path))
+        entries = _iter_local(Path(location.path), Path(excluded.path) if excluded else None)
     elif location.protocol == "s3":
         entries = _iter_s3(location, endpoint_url, storage_options)
     else:
         entries = _iter_fsspec(location, endpoint_url, storage_options)
+    excluded_prefix = excluded.uri.rstrip("/") + "/" if excluded is not None and excluded.protocol != "file" else None
     suffixes = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     page: list[dict] = []
     for entry in entries:
-        if suffixes and not entry["uri"].lower().endswith(suffixes):
+        if suffixes and entry["error"] is None and not entry["uri"].lower().endswith(suffixes):
+            continue
+        if excluded_prefix and entry["uri"].startswith(excluded_prefix):
             continue
         page.append(entry)
         if len(page) >= page_size:
@@ -197,17 +220,122 @@ def iter_listing(
         yield page
 
 
-def _iter_local(root: Path) -> Iterator[dict]:
-    for directory, subdirectories, files in os.walk(root):
-        subdirectories.sort()
-        for name in sorted(files):
-            path = os.path.join(directory, name)
-            try:
-                stat = os.stat(path)
-            except OSError:  # vanished between listing and stat: still listed, the fetch reports it
-                yield listing_entry("file://" + path, None, None, None)
+def is_inside(inner: Location, outer: Location) -> bool:
+    """True when `inner` is `outer` or lies below it (same store; local paths compared after resolving links)."""
+    if inner.protocol != outer.protocol:
+        return False
+    if inner.protocol == "file":
+        inner_path, outer_path = os.path.realpath(inner.path), os.path.realpath(outer.path)
+    else:
+        inner_path, outer_path = inner.path.rstrip("/"), outer.path.rstrip("/")
+    return inner_path == outer_path or inner_path.startswith(outer_path.rstrip("/") + "/")
+
+
+def local_uri(path: str) -> str:
+    """`file://` + path; a name that is not valid UTF-8 is percent-encoded (its bytes, losslessly)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file://" + urllib.parse.quote(os.fsencode(path), safe="/")
+    return "file://" + path
+
+
+def local_path(location: Location) -> str:
+    """The file a `file://` location names, undoing `local_uri`'s percent-encoding when that is what exists."""
+    if "%" in location.path and not os.path.lexists(location.path):
+        decoded = os.fsdecode(urllib.parse.unquote_to_bytes(location.path))
+        if os.path.lexists(decoded):
+            return decoded
+    return location.path
+
+
+_SPECIAL_FILE_KINDS = (
+    (stat_module.S_ISFIFO, "named pipe (FIFO)"),
+    (stat_module.S_ISSOCK, "socket"),
+    (stat_module.S_ISCHR, "character device"),
+    (stat_module.S_ISBLK, "block device"),
+)
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a non-regular file is (`named pipe (FIFO)`, `socket`, ...), or None for a regular file or folder."""
+    if stat_module.S_ISREG(mode) or stat_module.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _SPECIAL_FILE_KINDS if test(mode)), f"special file (mode {oct(mode)})")
+
+
+def _iter_local(root: Path, excluded: Path | None = None) -> Iterator[dict]:
+    """Every file under `root`, depth first in name order, without opening any of them.
+
+    Rules: symbolic links are followed (to files and to folders); a folder reached a
+    second time (a link loop, or two links to one folder) is listed once and each
+    further link to it gives an error row `symlink_loop`. Pipes, sockets and devices give
+    `not_a_regular_file` rows and are never opened; a broken link gives `broken_symlink`;
+    a folder that cannot be read gives a `listing_failed` row for the folder.
+    `excluded` (the scan's own output) is not entered.
+    """
+    excluded_id = None
+    if excluded is not None:
+        try:
+            excluded_stat = os.stat(excluded)
+            excluded_id = (excluded_stat.st_dev, excluded_stat.st_ino)
+        except OSError:
+            pass
+    root_stat = os.stat(root)
+    visited = {(root_stat.st_dev, root_stat.st_ino): str(root)}
+    yield from _walk_local(str(root), visited, excluded_id)
+
+
+def _walk_local(directory: str, visited: dict, excluded_id) -> Iterator[dict]:
+    try:
+        with os.scandir(directory) as scanner:
+            entries = sorted(scanner, key=lambda e: e.name)
+    except OSError as error:
+        yield listing_entry(local_uri(directory.rstrip("/") + "/"), None, None, None,
+                            f"listing_failed: cannot list this folder ({type(error).__name__}: {error.strerror or error}); "
+                            "the objects inside it were not scanned. Fix its permissions and scan again.")
+        return
+    for entry in entries:
+        path = entry.path
+        try:
+            info = os.stat(path)  # follows links
+        except OSError as error:
+            if entry.is_symlink():
+                target = _readlink(path)
+                yield listing_entry(local_uri(path), None, None, None,
+                                    f"broken_symlink: the link points to {target!r}, which cannot be reached ({error.strerror})")
+            elif isinstance(error, FileNotFoundError):  # vanished since the folder was read: the fetch reports it
+                yield listing_entry(local_uri(path), None, None, None)
+            else:  # too long a path, an I/O error, no permission: reported, never silently dropped
+                yield listing_entry(local_uri(path), None, None, None,
+                                    f"listing_failed: cannot read this entry ({type(error).__name__}: "
+                                    f"{error.strerror or error}); if it is a folder, the objects inside it were not scanned")
+            continue
+        if stat_module.S_ISDIR(info.st_mode):
+            folder_id = (info.st_dev, info.st_ino)
+            if folder_id == excluded_id:
                 continue
-            yield listing_entry("file://" + path, stat.st_size, None, stat.st_mtime)
+            if folder_id in visited:
+                yield listing_entry(local_uri(path.rstrip("/") + "/"), None, None, info.st_mtime,
+                                    f"symlink_loop: this link leads to {visited[folder_id]!r}, a folder already listed "
+                                    "in this scan; it is not followed again")
+                continue
+            visited[folder_id] = path
+            yield from _walk_local(path, visited, excluded_id)
+            continue
+        kind = special_file_kind(info.st_mode)
+        if kind is not None:
+            yield listing_entry(local_uri(path), None, None, info.st_mtime,
+                                f"not_a_regular_file: this is a {kind}, not a file with contents; it was not opened")
+            continue
+        yield listing_entry(local_uri(path), info.st_size, None, info.st_mtime)
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.fsdecode(os.fsencode(os.readlink(path))).encode("utf-8", "backslashreplace").decode("utf-8")
+    except OSError:
+        return "?"
 
 
 def _iter_s3(location: Location, endpoint_url, storage_options) -> Iterator[dict]:
@@ -243,7 +371,22 @@ def _iter_fsspec(location: Location, endpoint_url, storage_options) -> Iterator[
 
 
 def _iter_manifest(location: Location, endpoint_url, storage_options) -> Iterator[dict]:
-    """URIs from a manifest: Parquet with a `uri` column (or the first string column), or text lines."""
+    """URIs from a manifest: Parquet with a `uri` column (or the first string column), or text lines.
+
+    Each URI is listed once (the first time it appears). A line forgescan cannot read
+    (another scheme such as https://, bytes that are not UTF-8) becomes an error row.
+    """
+    seen: set[bytes] = set()  # 16-byte digests: a manifest of 10 million URIs costs ~1 GiB at most
+    for value in _iter_manifest_values(location, endpoint_url, storage_options):
+        entry = _manifest_entry(value)
+        digest = hashlib.blake2b(entry["uri"].encode("utf-8", "surrogateescape"), digest_size=16).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        yield entry
+
+
+def _iter_manifest_values(location: Location, endpoint_url, storage_options) -> Iterator[str]:
     fs = filesystem_for(location.protocol, endpoint_url, storage_options_key(storage_options))
     if location.path.lower().endswith(".parquet"):
         import pyarrow as pa
@@ -259,41 +402,83 @@ def _iter_manifest(location: Location, endpoint_url, storage_options) -> Iterato
                 raise StorageError(f"Manifest {location.uri} has no `uri` (or other string) column; columns: {names}")
             for batch in parquet.iter_batches(columns=[column], batch_size=4096):
                 for value in batch.column(0).to_pylist():
-                    if value:
-                        yield _manifest_entry(value)
+                    if value is not None and str(value).strip():
+                        yield str(value).strip()
         return
-    with fs.open(location.path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
+    with fs.open(location.path, "rb") as handle:
+        for raw in handle:
+            line = raw.decode("utf-8", "surrogateescape").strip()
             if line and not line.startswith("#"):
-                yield _manifest_entry(line.split(",")[0] if location.path.endswith(".csv") else line)
+                yield line.split(",")[0].strip() if location.path.endswith(".csv") else line
 
 
 def _manifest_entry(value: str) -> dict:
-    return listing_entry(parse_location(value).uri, None, None, None)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return listing_entry(shown, None, None, None,
+                             "bad_manifest_line: this manifest line is not valid UTF-8; write the URI in UTF-8 "
+                             "(percent-encode other bytes)")
+    try:
+        location = parse_location(value)
+    except StorageError:
+        scheme = value.split("://", 1)[0]
+        return listing_entry(value, None, None, None,
+                             f"unsupported_scheme: forgescan reads s3://, gs://, file:// and local paths, not {scheme}://; "
+                             "copy the object to one of those stores or drop the line")
+    return listing_entry(location.uri, None, None, None)
 
 
-def read_object(uri: str, endpoint_url: str | None, storage_options_json: str) -> tuple[bytes, dict]:
-    """The object's bytes plus identity facts the listing may lack (size, etag, mtime)."""
+def read_object(uri: str, endpoint_url: str | None, storage_options_json: str,
+                max_bytes: int | None = None) -> tuple[bytes, dict]:
+    """The object's bytes plus identity facts the listing may lack (size, etag, mtime).
+
+    Raises NotARegularFile for pipes, sockets and devices (checked on the opened handle,
+    which a pipe cannot block: it is opened non-blocking) and ObjectTooLarge for objects
+    over `max_bytes`, before their bytes are read.
+    """
     location = parse_location(uri)
     if location.protocol == "file":
-        with open(location.path, "rb") as handle:
-            data = handle.read()
-        stat = os.stat(location.path)
+        descriptor = os.open(local_path(location), os.O_RDONLY | os.O_NONBLOCK)
+        with open(descriptor, "rb", closefd=True) as handle:
+            stat = os.fstat(descriptor)
+            kind = special_file_kind(stat.st_mode)
+            if kind is not None:  # never read a pipe (it blocks) or a device (it never ends)
+                raise NotARegularFile(f"this is a {kind}, not a file with contents; it was not read")
+            _check_size(stat.st_size, max_bytes)
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+            _check_size(len(data), max_bytes)  # it grew since the stat
         return data, {"size_bytes": len(data), "mtime": listing_entry(uri, 0, None, stat.st_mtime)["mtime"]}
     fs = filesystem_for(location.protocol, endpoint_url, storage_options_json)
+    if max_bytes is not None:
+        _check_size(fs.info(location.path).get("size"), max_bytes)
     data = fs.cat_file(location.path)
+    _check_size(len(data), max_bytes)
     return data, {"size_bytes": len(data)}
+
+
+class ObjectTooLarge(ValueError):
+    """An object over --max-bytes: reported as a `too_large` row, its bytes never read."""
+
+
+def _check_size(size: int | None, max_bytes: int | None) -> None:
+    if max_bytes is not None and size is not None and size > max_bytes:
+        raise ObjectTooLarge(f"the object has {int(size):,} bytes, over the limit of {max_bytes:,} "
+                             "(raise --max-bytes to scan it)")
 
 
 def object_identity(uri: str, endpoint_url: str | None, storage_options_json: str) -> dict:
     """size / etag / mtime for an object named by a manifest (which only gives URIs)."""
     location = parse_location(uri)
     if location.protocol == "file":
-        stat = os.stat(location.path)
-        return listing_entry(uri, stat.st_size, None, stat.st_mtime)
-    fs = filesystem_for(location.protocol, endpoint_url, storage_options_json)
-    info = fs.info(location.path)
-    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
-    mtime = info.get("LastModified") or info.get("updated") or info.get("mtime")
-    return listing_entry(uri, info.get("size"), etag, mtime)
+        stat = os.stat(local_path(location))
+        facts = listing_entry(uri, stat.st_size, None, stat.st_mtime)
+    else:
+        fs = filesystem_for(location.protocol, endpoint_url, storage_options_json)
+        info = fs.info(location.path)
+        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+        mtime = info.get("LastModified") or info.get("updated") or info.get("mtime")
+        facts = listing_entry(uri, info.get("size"), etag, mtime)
+    facts.pop("error")
+    return facts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,111 @@ def test_defaults_are_valid_and_all_problems_are_named_together():
     with pytest.raises(ConfigError) as raised:
         ScanConfig(source="/a", output="/b", batch_size=0, rows_per_file=0)
     assert "--batch-size 0" in str(raised.value) and "--rows-per-file 0" in str(raised.value)
+
+
+def _odd_archive(root: Path) -> dict[str, str]:
+    """A folder with every kind of odd entry; returns relative name -> the row's expected error kind (or 'ok')."""
+    import socket
+
+    root.mkdir()
+    (root / "good.jpg").write_bytes(jpeg_bytes(96, 64, seed=1))
+    os.mkfifo(root / "pipe.jpg")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(root / "socket.png"))
+    listener.close()
+    (root / "sub").mkdir()
+    (root / "sub" / "inner.jpg").write_bytes(jpeg_bytes(64, 80, seed=2))
+    (root / "sub" / "loop").symlink_to("..")  # a link back up: followed once, then reported
+    (root / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    (root / "tiny.png").write_bytes(_png(8, 8))
+    (root / "big.jpg").write_bytes(jpeg_bytes(400, 300, seed=3, quality=100))
+    non_utf8 = os.fsdecode(b"caf\xe9-latin1.jpg")
+    (root / non_utf8).write_bytes(jpeg_bytes(70, 70, seed=4))
+    return {"good.jpg": "ok", "pipe.jpg": "not_a_regular_file", "socket.png": "not_a_regular_file",
+            "sub/inner.jpg": "ok", "sub/loop/": "symlink_loop", "dangling.jpg": "broken_symlink",
+            "tiny.png": "too_small", "big.jpg": "too_large", "caf%E9-latin1.jpg": "ok"}
+
+
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    from tests.conftest import png_bytes
+
+    return png_bytes(Image.new("RGB", (width, height), (9, 9, 9)))
+
+
+def _deep_folder(root: Path) -> str:
+    """A folder whose path is longer than PATH_MAX: no user, root included, can list it by name."""
+    descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    relative = []
+    for level in range(25):
+        name = f"{level:02d}" + "d" * 200
+        os.mkdir(name, dir_fd=descriptor)
+        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=descriptor)
+        os.close(descriptor)
+        descriptor = child
+        relative.append(name)
+    with open(os.open("lost.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=descriptor), "wb") as handle:
+        handle.write(jpeg_bytes())
+    os.close(descriptor)
+    return "/".join(relative)
+
+
+def test_listing_reports_special_files_links_odd_names_and_unreadable_folders(tmp_path):
+    from pipeline.storage import iter_listing
+
+    expected = _odd_archive(tmp_path / "archive")
+    deep = _deep_folder(tmp_path / "archive")
+    entries = [e for page in iter_listing(str(tmp_path / "archive")) for e in page]
+    prefix = "file://" + str(tmp_path / "archive") + "/"
+    by_name = {e["uri"][len(prefix):]: e for e in entries}
+    for name, kind in expected.items():
+        assert name in by_name, f"{name} has no listing entry"
+        if kind in ("not_a_regular_file", "symlink_loop", "broken_symlink"):
+            assert by_name[name]["error"].startswith(kind + ": "), by_name[name]
+    unreadable = [e for e in entries if (e["error"] or "").startswith("listing_failed: ")]
+    assert unreadable, "a folder that cannot be listed must be reported"
+    assert deep.split("/")[0] in unreadable[0]["uri"] and "not scanned" in unreadable[0]["error"]
+
+
+def test_manifest_lines_other_schemes_bad_bytes_and_duplicates(tmp_path):
+    from pipeline.storage import iter_listing
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    manifest = tmp_path / "uris.txt"
+    manifest.write_bytes(b"\n".join([str(image).encode(), b"https://example.org/x.jpg", b"file://" + str(image).encode(),
+                                     b"ftp://host/y.png", b"s3://b/caf\xe9.jpg", b"s3://b/k.jpg", b"s3a://b/k.jpg"]))
+    entries = [e for page in iter_listing(str(manifest)) for e in page]
+    uris = [e["uri"] for e in entries]
+    assert len(uris) == len(set(uris)) == 5, uris  # the local file and s3://b/k.jpg once each
+    errors = {e["uri"]: e["error"] for e in entries if e["error"]}
+    assert errors["https://example.org/x.jpg"].startswith("unsupported_scheme: ") and "https://" in errors["https://example.org/x.jpg"]
+    assert errors["ftp://host/y.png"].startswith("unsupported_scheme: ")
+    assert errors["s3://b/caf\\xe9.jpg"].startswith("bad_manifest_line: ")
+
+
+def test_scan_gives_every_odd_object_a_row_and_skips_its_own_output(ray_local, tiny_checkpoints, tmp_path):
+    from pipeline import ScanConfig, run_scan
+    from tests.test_scan import read_scan
+
+    root = tmp_path / "archive"
+    expected = _odd_archive(root)
+    output = root / "results"  # inside the source
+    output.mkdir()
+    summary = run_scan(ScanConfig(source=str(root), output=str(output), classifier_checkpoint=tiny_checkpoints["classifier"],
+                                  segmenter_checkpoint=tiny_checkpoints["segmenter"], show_progress=False,
+                                  max_bytes=20_000, batch_size=4))
+    rows = read_scan(output, summary.scan_id)
+    prefix = "file://" + str(root) + "/"
+    by_name = {r["uri"][len(prefix):]: r for r in rows}
+    assert set(by_name) == set(expected), sorted(by_name)
+    for name, kind in expected.items():
+        row = by_name[name]
+        if kind == "ok":
+            assert row["status"] == "ok", row["error"]
+        else:
+            assert row["status"] == "error" and row["error"].startswith(kind + ": "), (name, row["error"])
+    assert "20,000" in by_name["big.jpg"]["error"] and "--max-bytes" in by_name["big.jpg"]["error"]
+    assert by_name["tiny.png"]["width"] == 8
+    assert any("lies inside the source" in note for note in summary.notes)

@@ -41,7 +41,11 @@ def test_mixed_archive_gives_one_row_per_object_with_useful_errors(ray_local, ti
     assert by_name["bad/page.jpg"]["error"].startswith("not_an_image")
     assert by_name["bad/bomb.png"]["error"].startswith("too_large")
     assert by_name["bad/truncated.jpg"]["error"].split(":")[0] in ("truncated", "corrupt")
+    tiny = by_name["good/tiny-1x1.png"]  # decodes, but below --min-side: a clear status instead of a verdict
+    assert (tiny["status"], tiny["verdict"]) == ("error", "error") and tiny["error"].startswith("too_small: 1x1 pixels")
     for name, row in by_name.items():
+        if name == "good/tiny-1x1.png":
+            continue
         if name.startswith("bad/"):
             assert (row["status"], row["verdict"], row["mask_rle"]) == ("error", "error", None)
         else:
@@ -49,7 +53,7 @@ def test_mixed_archive_gives_one_row_per_object_with_useful_errors(ray_local, ti
             assert row["verdict"] in ("authentic", "ai_generated", "manipulated")
             assert row["mask_rle"] is not None and 0.0 <= row["confidence"] <= 1.0
             assert row["sha256"] and len(row["sha256"]) == 64
-    assert summary.ok == 11 and summary.errors == 5 and summary.rows_in_scan == 16
+    assert summary.ok == 10 and summary.errors == 6 and summary.rows_in_scan == 16
     assert by_name["good/tiny-1x1.png"]["width"] == 1
     rotated = by_name["good/exif-rotated.jpg"]
     assert (rotated["width"], rotated["height"]) == (40, 100)
