@@ -16,6 +16,7 @@ JOBS = {
     "serve": ("jobs.serve", "Answer single-image checks over HTTP (Ray Serve + FastAPI) with the scan's models."),
     "report": ("jobs.report", "Write an HTML report of a scan output: counts, histograms, flagged images with masks."),
     "summary": ("jobs.summary", "Print the counts of every scan in an output and of the archive's current state."),
+    "duplicates": ("jobs.duplicates", "Group near-duplicate images (PDQ hashes) across every scan of an output."),
     "demo": ("jobs.demo", "Scan the bundled sample archive on a local Ray instance."),
     "train": ("jobs.train", "Train the classifier or the segmenter (Ray Train)."),
     "evaluate": ("jobs.evaluate", "Evaluate checkpoints on a labelled set; JSON + pictures."),
