@@ -15,7 +15,6 @@ import shlex
 import sys
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (256, 1024, 4096)
 QUICK_SIZES = (32, 64)
 # The best settings measured on the 2-CPU reference machine, then the ScanConfig defaults for comparison
@@ -52,8 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if str(_REPO_ROOT) not in sys.path:  # bench/ lives beside the installed packages in a source checkout
-        sys.path.insert(0, str(_REPO_ROOT))
     from bench.throughput import BenchmarkPlan, PipelineSetting, render_table, run_benchmark
 
     batch_size = args.batch_size or (16 if args.quick else 32)

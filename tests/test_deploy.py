@@ -159,3 +159,13 @@ def load_pyproject() -> dict:
     import tomllib
 
     return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_forgescan_benchmark_code_is_packaged_and_in_the_image():
+    """`forgescan benchmark` imports bench/: it must be an installed package, not a sys.path edit."""
+    from setuptools import find_packages
+
+    include = load_pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    packaged = set(find_packages(where=str(REPO), include=include))
+    assert {"bench", "jobs", "pipeline", "forensics"} <= packaged
+    assert "sys.path" not in (REPO / "jobs" / "benchmark.py").read_text()
