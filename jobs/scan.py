@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scan-id", help="explicit scan id (default: resume an interrupted scan of this source, else a new id)")
     parser.add_argument("--rows-per-file", type=int, default=ScanConfig.rows_per_file,
                         help=f"rows per committed Parquet file (default {ScanConfig.rows_per_file})")
+    parser.add_argument("--match-bank", metavar="PATH",
+                        help="Parquet of known PDQ hashes (columns pdq_hash, label): report matches per row in bank_matches")
     parser.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
 
 
@@ -70,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         batch_size=args.batch_size, num_model_actors=args.actors, gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor, decode_cpus=args.decode_cpus, max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, min_side=args.min_side,
-        analysis=args.analysis,
+        analysis=args.analysis, match_bank=args.match_bank,
         address=args.address, full=args.full, rescan_on_model_change=args.rescan_on_model_change,
         scan_id=args.scan_id, extensions=tuple(e for e in args.extensions.split(",") if e),
         rows_per_file=args.rows_per_file, show_progress=not args.no_progress,
@@ -81,9 +83,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Errors the user can fix. Imported late, so a refused flag answers before torch and Ray load."""
     from forensics.checkpoint import CheckpointError
     from pipeline.scan import ScanError
+    from pipeline.hash_bank import HashBankError
     from pipeline.storage import StorageError
 
-    return StorageError, CheckpointError, ScanError
+    return StorageError, CheckpointError, ScanError, HashBankError
 
 
 def run_and_report(config: ScanConfig):

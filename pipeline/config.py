@@ -58,6 +58,7 @@ class ScanConfig:
     max_bytes: int = 1 << 30
     min_side: int = 16
     analysis: str = NATIVE
+    match_bank: str | None = None
     address: str | None = None
     full: bool = False
     rescan_on_model_change: bool = False

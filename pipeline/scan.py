@@ -11,6 +11,7 @@ from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard, default_class
 from pipeline.config import TRIAGE, ScanConfig
 from pipeline.listing import ArchiveListing
 from pipeline.sink import CommittedParquetSink, scan_directory
+from pipeline.hash_bank import load_hash_bank, match_hash_bank
 from pipeline.stages import (
     DetectForgeries, ListingCounter, assemble_rows, fetch_and_decode, row_settings, skip_done_objects,
 )
@@ -117,6 +118,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     segmenter_weights, segmenter_card = load_model_payload(config.segmenter_checkpoint, SEGMENTER)
     if config.analysis == TRIAGE:
         classifier_card, segmenter_card = classifier_card.for_triage(), segmenter_card.for_triage()
+    hash_bank = load_hash_bank(config.match_bank, endpoint_url, options_json) if config.match_bank else None
 
     source_uri = parse_location(config.source).uri
     output = parse_location(config.output)
@@ -185,6 +187,9 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.5,
         fn_kwargs={"scan_id": plan.scan_id, **row_settings(classifier_card, segmenter_card)},
     )
+    if hash_bank is not None:
+        dataset = dataset.map_batches(match_hash_bank, batch_format="pyarrow", batch_size=config.batch_size,
+                                      num_cpus=0.25, fn_kwargs={"bank": hash_bank})
     try:
         # A quarter CPU per write task: with a full CPU the writes wait behind the decode and
         # model stages, and results would only be committed at the very end of a scan.

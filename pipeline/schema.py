@@ -34,6 +34,7 @@ PROVENANCE = "provenance"
 REASONS = "reasons"
 PDQ_HASH = "pdq_hash"
 PDQ_QUALITY = "pdq_quality"
+BANK_MATCHES = "bank_matches"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -99,6 +100,9 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field(REASONS, pa.list_(pa.string())),  # why the row got its verdict, in words
         pa.field(PDQ_HASH, pa.string()),  # PDQ perceptual hash, 256 bits as 64 hex characters
         pa.field(PDQ_QUALITY, pa.int32()),  # PDQ quality 0-100; hashes under 50 are unreliable for matching
+        # scan --match-bank: known hashes within PDQ distance 31, closest first; null without a bank
+        pa.field(BANK_MATCHES, pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("distance", pa.int32()),
+                                                   pa.field("pdq_hash", pa.string())]))),
     ],
     metadata={
         "forgescan.mask_rle": "COCO RLE, column-major, size=[height, width], original resolution",

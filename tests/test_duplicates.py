@@ -83,3 +83,38 @@ def test_duplicates_job_groups_copies_and_splices_and_keeps_unrelated_photos_apa
     assert all(row["closest_distance"] <= 31 and row["group_size"] >= 2 for row in members)
     pairs = pq.read_table(output / "_forgescan" / "duplicates" / "pairs.parquet").to_pylist()
     assert pairs and all(pair["distance"] <= 31 for pair in pairs)
+
+
+def test_scan_with_match_bank_reports_known_images_and_their_labels(ray_local, tiny_checkpoints, tmp_path):
+    import pyarrow as pa
+
+    from skimage import data
+
+    from forensics.perceptual_hash import PDQ_INPUT_SIZE, pdq_hash
+    from tests.test_scan import read_scan, scan
+
+    astronaut, coffee = Image.fromarray(data.astronaut()), Image.fromarray(data.coffee())
+    known = pdq_hash(np.asarray(astronaut.resize(PDQ_INPUT_SIZE[::-1], Image.BILINEAR))).hex
+    bank = tmp_path / "bank.parquet"
+    pq.write_table(pa.table({"pdq_hash": [known, "f" * 64], "label": ["case-1234 astronaut", "unrelated"]}), bank)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "astronaut-copy.jpg").write_bytes(_jpeg(astronaut.resize((256, 256)), quality=50))
+    (archive / "coffee.jpg").write_bytes(_jpeg(coffee))
+    summary = scan(archive, tmp_path / "out", tiny_checkpoints, match_bank=str(bank))
+    rows = {row["uri"].rsplit("/", 1)[1]: row for row in read_scan(tmp_path / "out", summary.scan_id)}
+    matches = rows["astronaut-copy.jpg"]["bank_matches"]
+    assert [m["label"] for m in matches] == ["case-1234 astronaut"] and matches[0]["distance"] <= 31
+    assert any("case-1234 astronaut" in reason for reason in rows["astronaut-copy.jpg"]["reasons"])
+    assert rows["coffee.jpg"]["bank_matches"] == []
+
+
+def test_bank_without_hash_column_is_refused_naming_the_file(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.hash_bank import HashBankError, load_hash_bank
+
+    bank = tmp_path / "bank.parquet"
+    pq.write_table(pa.table({"hash": ["0" * 64]}), bank)
+    with pytest.raises(HashBankError, match=r"bank\.parquet: missing column\(s\) pdq_hash, label"):
+        load_hash_bank(str(bank))
