@@ -15,10 +15,12 @@ from pipeline.hash_bank import load_hash_bank, match_hash_bank
 from pipeline.stages import (
     DetectForgeries, ListingCounter, assemble_rows, fetch_and_decode, row_settings, skip_done_objects,
 )
-from pipeline.state import COMPLETE, RUNNING, ScanManifest, ScanState, plan_scan, utc_now
+from pipeline.state import (
+    COMPLETE, RUNNING, LeaseError, LeaseKeeper, PlanError, ScanManifest, ScanState, plan_scan, utc_now, validate_scan_id,
+)
 from pipeline.storage import (
     StorageError, check_source, describe_storage_error, filesystem_for, is_inside, parse_location,
-    resolve_endpoint_url, storage_options_key,
+    resolve_endpoint_url, storage_options_key, strip_credentials,
 )
 
 logger = logging.getLogger("forgescan")
@@ -104,9 +106,38 @@ def _init_ray(address: str | None) -> None:
 def run_scan(config: ScanConfig) -> ScanSummary:
     """Run one scan to completion (or resume an interrupted one) and return its summary.
 
+    One driver per output: the scan holds the output's lease (renewed by a heartbeat)
+    from planning to its last commit; a second driver is refused with a message naming
+    the first, and takes over only when that driver is dead.
+
     Raises:
         StorageError / CheckpointError / ScanError with a message that names the input and the fix.
     """
+    if config.scan_id is not None:
+        try:
+            validate_scan_id(config.scan_id)
+        except ValueError as error:
+            raise ScanError(str(error)) from None
+    endpoint_url = resolve_endpoint_url(config.endpoint_url)
+    check_source(config.source, endpoint_url, config.storage_options)
+    ensure_output_writable(config, endpoint_url)
+    state = ScanState(parse_location(config.output), endpoint_url, config.storage_options)
+    lease = LeaseKeeper(state)
+    try:
+        lease.acquire(config.scan_id or "(planning)", parse_location(config.source).uri)
+    except LeaseError as error:
+        raise ScanError(str(error)) from None
+    try:
+        summary = _run_scan(config, lease)
+    finally:
+        lease.release()
+    if lease.took_over is not None:
+        summary.notes.append(f"took over the output from a dead driver ({lease.took_over.owner.rsplit(':', 1)[0]}, "
+                             f"scan {lease.took_over.scan_id})")
+    return summary
+
+
+def _run_scan(config: ScanConfig, lease: LeaseKeeper) -> ScanSummary:
     import ray
 
     started = time.monotonic()
@@ -125,8 +156,12 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     state = ScanState(output, endpoint_url, config.storage_options)
     if config.scan_id and any(m.scan_id == config.scan_id and m.state == COMPLETE for m in state.manifests()):
         raise ScanError(f"Scan {config.scan_id} in {output.uri} is already complete; omit --scan-id to start a new scan.")
-    plan = plan_scan(state, source_uri, config.scan_id, config.full, config.rescan_on_model_change,
-                     classifier_card.version, segmenter_card.version)
+    try:
+        plan = plan_scan(state, source_uri, config.scan_id, config.full, config.rescan_on_model_change,
+                         classifier_card.version, segmenter_card.version)
+    except PlanError as error:
+        raise ScanError(str(error)) from None
+    lease.update_scan(plan.scan_id)
     manifest = ScanManifest(
         scan_id=plan.scan_id, source=source_uri, output=output.uri, state=RUNNING, started_at=utc_now(),
         classifier_version=classifier_card.version, segmenter_version=segmenter_card.version,
@@ -199,12 +234,13 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         listing = ray.get(counter.get.remote())
     except Exception as error:
         raise ScanError(
-            f"Scan {plan.scan_id} stopped: {_root_cause(error)}. Committed results are kept; run the same "
+            f"Scan {plan.scan_id} stopped: {strip_credentials(_root_cause(error))}. Committed results are kept; run the same "
             "command again to resume."
         ) from error
     finally:
         ray.kill(counter)
 
+    lease.check()  # never mark a scan complete that another driver took over
     counts = state.count_rows(plan.scan_id)
     manifest.state = COMPLETE
     manifest.finished_at = utc_now()
@@ -225,7 +261,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         summary.notes.append(f"the output {output.uri} lies inside the source; it was left out of the listing")
     if summary.listed == 0:
         summary.notes.append(f"no objects found under {source_uri}")
-    summary.notes += [*state.unreadable_manifests.values(), *state.unreadable_files.values()]
+    summary.notes += [*plan.notes, *state.unreadable_manifests.values(), *state.unreadable_files.values()]
     return summary
 
 

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.sink import scan_directory
-from pipeline.storage import Location, filesystem_for, storage_options_key
+from pipeline.storage import Location, filesystem_for, storage_options_key, strip_credentials
 
 logger = logging.getLogger("forgescan")
 
@@ -74,7 +74,10 @@ class ScanManifest:
     thresholds: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        fields = asdict(self)
+        for name in ("endpoint_url", "source", "output"):
+            fields[name] = strip_credentials(fields[name])
+        return json.dumps(fields, indent=2, sort_keys=True)
 
 
 class ScanState:
@@ -230,17 +233,40 @@ class ScanPlan:
     skip_uris: pa.Array  # already committed in this scan
     skip_identities: pa.Array  # unchanged since an earlier complete scan
     attempts: int = 1
+    notes: tuple[str, ...] = ()
+
+
+class PlanError(RuntimeError):
+    """The requested scan cannot go ahead as asked; the message says what to do instead."""
 
 
 def plan_scan(state: ScanState, source: str, scan_id: str | None, full: bool, rescan_on_model_change: bool,
               classifier_version: str, segmenter_version: str) -> ScanPlan:
     empty = pa.array([], pa.string())
     manifests = state.manifests()
+    notes: list[str] = []
     resumable = None
     if scan_id is not None:
         resumable = next((m for m in manifests if m.scan_id == scan_id), None)
+        if resumable is not None and resumable.state == RUNNING and resumable.source != source:
+            raise PlanError(f"Scan {scan_id} in {state.output.uri} is a scan of {resumable.source}, not of {source}; "
+                            "pass another --scan-id (or none) to scan this source.")
     else:
         resumable = state.resumable_scan(source)
+    versions = (classifier_version, segmenter_version)
+    if resumable is not None and resumable.state == RUNNING and \
+            (resumable.classifier_version, resumable.segmenter_version) != versions:
+        started_with = f"classifier {resumable.classifier_version}, segmenter {resumable.segmenter_version}"
+        if scan_id is not None:
+            raise PlanError(
+                f"Scan {scan_id} was started with {started_with}; resuming it with classifier {classifier_version}, "
+                f"segmenter {segmenter_version} would mix model versions in one scan. Resume with the same "
+                "checkpoints, or pass a new --scan-id (or none) to start a new scan (add --full to re-process "
+                "every object)."
+            )
+        notes.append(f"interrupted scan {resumable.scan_id} ({started_with}) used other models than this run; a new "
+                     "scan was started instead of resuming it, so one scan never mixes model versions")
+        resumable = None
     if resumable is not None and resumable.state == RUNNING:
         scan_id = resumable.scan_id
         done = state.scan_rows(scan_id, [schema.URI]).column(schema.URI)
@@ -260,12 +286,21 @@ def plan_scan(state: ScanState, source: str, scan_id: str | None, full: bool, re
                 keep = pc.and_(keep, pc.and_(pc.equal(previous.column(schema.CLASSIFIER_VERSION), classifier_version),
                                              pc.equal(previous.column(schema.SEGMENTER_VERSION), segmenter_version)))
             previous = previous.filter(keep)
+            if not rescan_on_model_change and previous.num_rows:
+                other = pc.or_(pc.not_equal(previous.column(schema.CLASSIFIER_VERSION), classifier_version),
+                               pc.not_equal(previous.column(schema.SEGMENTER_VERSION), segmenter_version))
+                older = pc.sum(pc.cast(pc.fill_null(other, False), pa.int64())).as_py() or 0
+                if older:
+                    notes.append(f"{older} objects of earlier scans were judged by other model versions and are skipped "
+                                 f"while unchanged (this run: "
+                                 f"classifier {classifier_version}, segmenter {segmenter_version}); pass "
+                                 "--rescan-on-model-change to re-process them")
             skip_identities = pc.unique(identity_key(previous.column(schema.URI), previous.column(schema.SIZE_BYTES),
                                                      previous.column(schema.ETAG), previous.column(schema.MTIME)).combine_chunks()) if previous.num_rows else empty
     mode = "resume" if resumable is not None and resumable.state == RUNNING else ("full" if full else "incremental")
     attempts = (resumable.attempts + 1) if resumable is not None and resumable.state == RUNNING else 1
     return ScanPlan(scan_id=scan_id, resumed=mode == "resume", mode=mode, skip_uris=skip_uris,
-                    skip_identities=skip_identities, attempts=attempts)
+                    skip_identities=skip_identities, attempts=attempts, notes=tuple(notes))
 
 
 LEASE_FILE = "_forgescan/lease.json"

@@ -12,7 +12,9 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import stat as stat_module
 import urllib.parse
 from collections.abc import Iterator
@@ -104,7 +106,8 @@ def storage_options_key(storage_options: dict | None) -> str:
 def describe_storage_error(location: Location, error: BaseException, endpoint_url: str | None = None) -> str:
     """A one-line explanation with the fix, never containing credentials."""
     text = f"{type(error).__name__}: {error}"
-    where = location.uri + (f" (endpoint {endpoint_url})" if endpoint_url else "")
+    text = strip_credentials(text)
+    where = location.uri + (f" (endpoint {strip_credentials(endpoint_url)})" if endpoint_url else "")
     lowered = text.lower()
     if "nosuchbucket" in lowered or ("bucket" in lowered and "not exist" in lowered):
         return f"Bucket {location.bucket!r} does not exist at {where}. Check the bucket name, region and --endpoint-url."
@@ -482,3 +485,29 @@ def object_identity(uri: str, endpoint_url: str | None, storage_options_json: st
         facts = listing_entry(uri, info.get("size"), etag, mtime)
     facts.pop("error")
     return facts
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]+@")
+_SECRET_QUERY = re.compile(r"(?i)\b(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|sig|token|"
+                           r"access_token|AWSAccessKeyId)=[^&\s'\"]+")
+
+
+def strip_credentials(text: str | None) -> str | None:
+    """`text` with `user:password@` in URLs and signature/token query values replaced by `***`."""
+    if not text:
+        return text
+    return _SECRET_QUERY.sub(r"\1=***", _USERINFO.sub("***@", str(text)))
+
+
+class CredentialFilter(logging.Filter):
+    """Strips credentials from every record of the logger it is attached to (messages and arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = strip_credentials(str(record.msg))
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(strip_credentials(a) if isinstance(a, str) else a for a in args)
+        return True
+
+
+logging.getLogger("forgescan").addFilter(CredentialFilter())

@@ -124,3 +124,140 @@ def test_manifests_are_replaced_whole_and_leave_no_staging_files(ray_local, tiny
     folder = output / "_forgescan" / "scans"
     assert sorted(os.listdir(folder)) == [f"{summary.scan_id}.json"]
     assert json.loads((folder / f"{summary.scan_id}.json").read_text())["state"] == "complete"
+
+
+# --- One driver per scan, model versions, scan ids, credentials -------------------------------------------
+
+HOLD_LEASE = """
+import sys, time
+from pipeline.state import LeaseError, LeaseKeeper, ScanState
+from pipeline.storage import parse_location
+keeper = LeaseKeeper(ScanState(parse_location(sys.argv[1]), None, None), heartbeat_seconds=0.5)
+try:
+    keeper.acquire("scan-held", "file:///archive")
+except LeaseError as error:
+    print("REFUSED", error, flush=True)
+    sys.exit(3)
+print("ACQUIRED", flush=True)
+time.sleep(120)
+"""
+
+
+def start_lease_holder(output):
+    import subprocess
+    import sys
+
+    from tests.test_resilience import REPO
+
+    return subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(output)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_two_drivers_started_together_get_one_lease_and_a_sigkilled_drivers_lease_is_taken_over(tmp_path):
+    import signal
+
+    from pipeline.state import LeaseKeeper, ScanState
+    from pipeline.storage import parse_location
+
+    output = tmp_path / "out"
+    output.mkdir()
+    first, second = start_lease_holder(output), start_lease_holder(output)  # two real processes at once
+    lines = {first.pid: first.stdout.readline(), second.pid: second.stdout.readline()}
+    holder, refused = (first, second) if lines[first.pid].startswith("ACQUIRED") else (second, first)
+    assert lines[holder.pid].startswith("ACQUIRED")
+    assert lines[refused.pid].startswith("REFUSED") and "being written by another driver" in lines[refused.pid]
+    assert refused.wait(timeout=30) == 3
+
+    keeper = LeaseKeeper(ScanState(parse_location(str(output)), None, None))
+    with pytest.raises(Exception, match="being written by another driver"):
+        keeper.acquire("scan-mine", "file:///archive")  # the holder is alive: no take-over
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    keeper.acquire("scan-mine", "file:///archive")  # its driver is dead: taken over, with a record of whose it was
+    assert keeper.took_over is not None and keeper.took_over.scan_id == "scan-held"
+    keeper.release()
+    assert not (output / "_forgescan" / "lease.json").exists()
+
+
+def test_scan_is_refused_before_ray_starts_while_another_driver_holds_the_output(tiny_checkpoints, tmp_path):
+    from pipeline.scan import ScanError
+
+    archive = small_archive(tmp_path / "a", 1)
+    output = tmp_path / "out"
+    output.mkdir()
+    holder = start_lease_holder(output)
+    try:
+        assert holder.stdout.readline().startswith("ACQUIRED")
+        with pytest.raises(ScanError, match="being written by another driver .*scan scan-held"):
+            scan(archive, output, tiny_checkpoints)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def running_manifest(state, scan_id, source, classifier="tiny-classifier-untrained", segmenter="tiny-segmenter-untrained"):
+    from pipeline.state import RUNNING, ScanManifest, utc_now
+
+    state.write_manifest(ScanManifest(scan_id=scan_id, source=source, output=state.output.uri, state=RUNNING,
+                                      started_at=utc_now(), classifier_version=classifier, segmenter_version=segmenter))
+
+
+def test_resume_with_other_model_versions_is_refused_or_starts_a_new_scan(tmp_path):
+    from pipeline.state import PlanError, ScanState, plan_scan
+    from pipeline.storage import parse_location
+
+    state = ScanState(parse_location(str(tmp_path / "out")), None, None)
+    running_manifest(state, "scan-v1", "file:///archive", classifier="classifier-v1")
+    with pytest.raises(PlanError, match="would mix model versions.*new --scan-id"):
+        plan_scan(state, "file:///archive", "scan-v1", False, False, "classifier-v2", "tiny-segmenter-untrained")
+    plan = plan_scan(state, "file:///archive", None, False, False, "classifier-v2", "tiny-segmenter-untrained")
+    assert plan.scan_id != "scan-v1" and plan.mode == "incremental"
+    assert any("scan-v1" in note and "mixes model versions" in note for note in plan.notes)
+    same = plan_scan(state, "file:///archive", None, False, False, "classifier-v1", "tiny-segmenter-untrained")
+    assert (same.scan_id, same.mode) == ("scan-v1", "resume")
+
+
+def test_scan_id_of_a_running_scan_of_another_source_is_not_resumed(tmp_path):
+    from pipeline.state import PlanError, ScanState, plan_scan
+    from pipeline.storage import parse_location
+
+    state = ScanState(parse_location(str(tmp_path / "out")), None, None)
+    running_manifest(state, "nightly", "file:///archive-a")
+    with pytest.raises(PlanError, match="is a scan of file:///archive-a"):
+        plan_scan(state, "file:///archive-b", "nightly", False, False, "tiny-classifier-untrained", "tiny-segmenter-untrained")
+
+
+@pytest.mark.parametrize("scan_id", ["..", "a/../b", "..hidden", "x\\y", "-dash-first", "a" * 200])
+def test_unsafe_scan_ids_are_refused_before_anything_is_written(scan_id, tiny_checkpoints, tmp_path):
+    from pipeline.scan import ScanError
+
+    archive = small_archive(tmp_path / "a", 1)
+    with pytest.raises((ScanError, ValueError), match="scan.id"):
+        scan(archive, tmp_path / "out", tiny_checkpoints, scan_id=scan_id)
+    assert not (tmp_path / "out" / "_forgescan" / "scans").exists()
+
+
+def test_credentials_in_the_endpoint_never_reach_manifests_errors_or_logs(tiny_checkpoints, tmp_path, caplog):
+    import logging
+
+    from pipeline.storage import StorageError
+    from pipeline.state import COMPLETE, ScanManifest, ScanState
+    from pipeline.storage import parse_location
+
+    secret = "pw-s3cr3t-never-written"
+    endpoint = f"http://minio-user:{secret}@127.0.0.1:9"  # port 9 (discard): nothing answers
+    with pytest.raises(StorageError) as refused:
+        scan("s3://bucket/prefix", tmp_path / "out", tiny_checkpoints, endpoint_url=endpoint)
+    assert secret not in str(refused.value) and "127.0.0.1:9" in str(refused.value)
+
+    state = ScanState(parse_location(str(tmp_path / "out")), None, None)
+    state.write_manifest(ScanManifest(scan_id="s", source="s3://bucket/prefix", output=state.output.uri, state=COMPLETE,
+                                      started_at="now", classifier_version="c", segmenter_version="s",
+                                      endpoint_url=endpoint))
+    text = (tmp_path / "out" / "_forgescan" / "scans" / "s.json").read_text()
+    assert secret not in text and "http://***@127.0.0.1:9" in text
+
+    with caplog.at_level(logging.INFO, logger="forgescan"):
+        logging.getLogger("forgescan").info("scan of %s via %s", "s3://bucket/prefix", endpoint)
+        logging.getLogger("forgescan").warning(f"presigned https://h/k?X-Amz-Signature={secret}&x=1")
+    assert secret not in caplog.text and "127.0.0.1:9" in caplog.text
