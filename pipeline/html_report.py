@@ -166,6 +166,8 @@ def draw_thumbnail(row: dict, masks: dict, thresholds: dict, type_colours: dict[
         per_class = _class_masks(masks.get(class_column)) if class_column else []
         if per_class:
             for name, class_mask, area in per_class:
+                if not class_mask.any():
+                    continue
                 colour = type_colours.setdefault(name, TYPE_COLOURS[len(type_colours) % len(TYPE_COLOURS)])
                 layers.append((class_mask, colour))
                 types.append((name, "rgb(%d,%d,%d)" % colour, area))
@@ -267,7 +269,7 @@ Generated {{ generated }}. {% if selection.view == "archive" %}(Default view; pa
 <h3>Scans</h3><table><tr><th>scan</th><th>state</th><th>mode</th><th>source</th><th>finished</th><th>models</th><th>thresholds</th></tr>
 {% for m in scans %}<tr data-scan="{{ m.scan_id }}"><td>{{ m.scan_id }}</td><td>{{ m.state }}</td><td>{{ m.mode }}</td><td class="uri">{{ m.source }}</td>
 <td>{{ m.finished_at or "" }}</td><td class="small">{{ m.classifier_version }}<br>{{ m.segmenter_version }}</td>
-<td class="small">{% for k, v in thresholds[m.scan_id].items() %}{{ k }} ≥ {{ "%.2f"|format(v) }}<br>{% else %}not recorded{% endfor %}</td></tr>{% endfor %}
+<td class="small">{% for k, v in thresholds[m.scan_id].items() %}{{ k }} ≥ {{ threshold(v) }}<br>{% else %}not recorded{% endfor %}</td></tr>{% endfor %}
 </table></section>
 <section id="errors"><h2>Error kinds</h2>
 {% if counts.error_kinds %}<table><tr><th>kind</th><th>rows</th></tr>
@@ -291,7 +293,7 @@ Generated {{ generated }}. {% if selection.view == "archive" %}(Default view; pa
 <td class="uri">{{ t.row.uri }}<div class="small">{{ t.row.width }}×{{ t.row.height }} {{ t.row.format or "" }}, {{ t.row.size_bytes or "?" }} bytes<br>scan {{ t.row.scan_id }}<br>sha256 {{ (t.row.sha256 or "")[:16] }}…</div></td>
 <td style="color:{{ verdict_colours.get(t.row.verdict, '#000') }}">{{ t.row.verdict }}{% if t.row.manipulation_type %}<div class="small" data-manipulation-type="{{ t.row.manipulation_type }}">type {{ t.row.manipulation_type }}</div>{% endif %}{% if t.row.reasons %}<div class="small">{{ t.row.reasons }}</div>{% endif %}</td>
 <td>ai {{ fmt(t.row.ai_score) }}<br>manipulation {{ fmt(t.row.manipulation_score) }}<br>confidence {{ fmt(t.row.confidence) }}<br>mask area {{ pct(t.row.mask_area) }}</td>
-<td class="small thresholds">{% for k, v in t.thresholds.items() %}{{ k }} ≥ {{ "%.2f"|format(v) }}<br>{% else %}thresholds not recorded{% endfor %}
+<td class="small thresholds">{% for k, v in t.thresholds.items() %}{{ k }} ≥ {{ threshold(v) }}<br>{% else %}thresholds not recorded{% endfor %}
 {{ t.row.classifier_version }}<br>{{ t.row.segmenter_version }}</td></tr>
 {% endfor %}</table></section>
 </body></html>
@@ -336,5 +338,6 @@ def render_report(results: ScanResults, request: ReportRequest) -> tuple[str, Co
         notices=notices_for(counts, shown, request), histograms=svgs, shown=shown, findings_title=title,
         generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), verdict_colours=VERDICT_COLOURS,
         type_colours=type_colours, below_colour=BELOW_THRESHOLD_COLOUR, finding_colour=MASK_COLOUR,
+        threshold=lambda v: f"{v:.3f}".rstrip("0").rstrip("."),
         fmt=lambda v: "–" if v is None else f"{v:.3f}", pct=lambda v: "–" if v is None else f"{100 * v:.1f}%")
     return html, counts, shown

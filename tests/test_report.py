@@ -169,7 +169,7 @@ def test_report_of_one_scan_shows_counts_thumbnails_and_finding_overlays_in_chro
         assert layer.shape == (int(overlay["height"]), int(overlay["width"]), 4)
         assert (layer[..., 3] > 0).all()  # pixel threshold 0: the mask covers the whole image
         assert tuple(layer[0, 0, :3]) == MASK_COLOUR
-    assert "manipulated ≥ 0.00" in text and "ai_generated ≥ 1.01" in text  # the thresholds it was judged by
+    assert "manipulated ≥ 0<br>" in text and "ai_generated ≥ 1.01<br>" in text  # the thresholds it was judged by
 
 
 def test_default_view_is_the_archive_and_draws_masks_under_threshold_as_such(two_scans, tmp_path):
