@@ -25,7 +25,8 @@ from forensics.masks import decode_mask
 from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard
 from forensics.visualize import BELOW_THRESHOLD_COLOUR, MASK_COLOUR, TYPE_COLOURS, contact_sheet, mask_layer, png_bytes
 from pipeline import schema
-from pipeline.results import FLAGGED_VERDICTS, HISTOGRAM_BINS, Counts, ScanResults, Selection, class_mask_column
+from pipeline.results import (FLAGGED_VERDICTS, HISTOGRAM_BINS, Counts, ScanResults, Selection, class_mask_column,
+                              decode_class_masks)
 from pipeline.state import ScanManifest
 from pipeline.storage import read_object, storage_options_key
 
@@ -139,18 +140,6 @@ def _load_picture(row: dict, endpoint_url: str | None, size: int) -> tuple[Image
     return image, "ok", ""
 
 
-def _class_masks(entries: list[dict] | None) -> list[tuple[str, np.ndarray, float | None]]:
-    """(name, mask, area) per manipulation type from a per-class mask column, whatever its exact field names."""
-    found = []
-    for entry in entries or []:
-        rle = entry.get("rle") or entry.get("mask_rle") or (entry if "counts" in entry else None)
-        if not rle or rle.get("counts") is None:
-            continue
-        name = entry.get("name") or entry.get("class_name") or entry.get("label") or f"class {entry.get('class_id', '?')}"
-        found.append((str(name), decode_mask(rle), entry.get("area")))
-    return found
-
-
 def draw_thumbnail(row: dict, masks: dict, thresholds: dict, type_colours: dict[str, tuple[int, int, int]],
                    class_column: str | None, endpoint_url: str | None, size: int = THUMBNAIL_SIZE) -> Thumbnail:
     image, image_state, image_note = _load_picture(row, endpoint_url, size)
@@ -163,7 +152,7 @@ def draw_thumbnail(row: dict, masks: dict, thresholds: dict, type_colours: dict[
     state, note = mask_state(row, mask, thresholds)
     layers, types = [], []
     if state == FINDING:
-        per_class = _class_masks(masks.get(class_column)) if class_column else []
+        per_class = decode_class_masks(masks.get(class_column)) if class_column else []
         if per_class:
             for name, class_mask, area in per_class:
                 if not class_mask.any():

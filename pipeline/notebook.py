@@ -26,8 +26,7 @@ from PIL import Image, ImageOps
 
 from forensics import masks as _masks
 from forensics.visualize import MASK_COLOUR, overlay_mask
-from pipeline import schema
-from pipeline.results import ScanResults
+from pipeline import results, schema
 from pipeline.storage import read_object, resolve_endpoint_url, storage_options_key
 
 FORMATS = ("pyarrow", "pandas", "polars")
@@ -47,17 +46,17 @@ def load(output: str, as_: str = "pyarrow", scan_id: str | None = None, latest: 
     """
     if as_ not in FORMATS:
         raise ValueError(f"Unknown format {as_!r}; choose one of {FORMATS}")
-    results = ScanResults(output, resolve_endpoint_url(endpoint_url), storage_options)
-    if results.dataset is None:
+    scan_results = results.ScanResults(output, resolve_endpoint_url(endpoint_url), storage_options)
+    if scan_results.dataset is None:
         table = schema.OUTPUT_SCHEMA.empty_table()
         table = table.select(columns) if columns else table
     elif latest:
-        selection = results.select(scan_id=scan_id) if scan_id else results.select("archive")
-        names = columns or results.dataset.schema.names
-        table = results.connection.sql(results.relation_sql(selection, list(names))).to_arrow_table()
+        selection = scan_results.select(scan_id=scan_id) if scan_id else scan_results.select(results.ARCHIVE_VIEW)
+        names = columns or scan_results.dataset.schema.names
+        table = scan_results.connection.sql(scan_results.relation_sql(selection, list(names))).to_arrow_table()
     else:
         wanted = pc.field(schema.SCAN_ID) == scan_id if scan_id else None
-        table = results.dataset.to_table(columns=columns, filter=wanted)
+        table = scan_results.dataset.to_table(columns=columns, filter=wanted)
     if as_ == "pandas":
         return table.to_pandas()
     if as_ == "polars":
@@ -86,13 +85,7 @@ def decode_mask(row: Any) -> np.ndarray:
 def decode_class_masks(row: Any, column: str | None = None) -> dict[str, np.ndarray]:
     """Per manipulation type, its mask, when the output has a per-class mask column; {} otherwise."""
     column = column or next((name for name in _keys(row) if name != schema.MASK_RLE and _is_class_list(_field(row, name))), None)
-    found = {}
-    for entry in (_field(row, column) if column else None) or []:
-        rle = entry.get("rle") or entry.get("mask_rle") or (entry if "counts" in entry else None)
-        if rle and rle.get("counts") is not None:
-            name = entry.get("name") or entry.get("class_name") or entry.get("label") or f"class {entry.get('class_id')}"
-            found[str(name)] = _masks.decode_mask(rle)
-    return found
+    return {name: mask for name, mask, _ in results.decode_class_masks(_field(row, column) if column else None)}
 
 
 def _keys(row: Any) -> list[str]:

@@ -19,14 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from forensics.masks import decode_mask
 from forensics.verdict import AI_GENERATED, MANIPULATED
 from pipeline import schema
 from pipeline.state import COMPLETE, ScanManifest, ScanState, open_committed_dataset
-from pipeline.storage import parse_location
+from pipeline.storage import StorageError, describe_storage_error, parse_location
 
 ARCHIVE_VIEW = "archive"
 SCAN_VIEW = "scan"
@@ -72,21 +74,31 @@ class Counts:
         return sum(self.verdicts.get(v, 0) for v in FLAGGED_VERDICTS)
 
 
+def _is_rle(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_struct(arrow_type) and {"size", "counts"} <= {f.name for f in arrow_type}
+
+
 def class_mask_column(arrow_schema: pa.Schema) -> str | None:
-    """The per-class mask column (a list of structs carrying a COCO RLE), if this output has one."""
-    for field_ in arrow_schema:
-        if field_.name == schema.MASK_RLE or not pa.types.is_list(field_.type):
+    """The per-class mask column (a list of structs each carrying a COCO RLE), if this output has one."""
+    for column in arrow_schema:
+        if column.name == schema.MASK_RLE or not pa.types.is_list(column.type):
             continue
-        item = field_.type.value_type
-        if not pa.types.is_struct(item):
-            continue
-        names = {item.field(i).name for i in range(item.num_fields)}
-        if "counts" in names or any(pa.types.is_struct(item.field(i).type) and
-                                    {"size", "counts"} <= {item.field(i).type.field(j).name
-                                                           for j in range(item.field(i).type.num_fields)}
-                                    for i in range(item.num_fields)):
-            return field_.name
+        item = column.type.value_type
+        if _is_rle(item) or (pa.types.is_struct(item) and any(_is_rle(f.type) for f in item)):
+            return column.name
     return None
+
+
+def decode_class_masks(entries: list[dict] | None) -> list[tuple[str, np.ndarray, float | None]]:
+    """(type name, mask, area) per entry of a per-class mask column, whatever its exact field names."""
+    found = []
+    for entry in entries or []:
+        rle = entry.get("rle") or entry.get("mask_rle") or (entry if "counts" in entry else None)
+        if not rle or rle.get("counts") is None:
+            continue
+        name = entry.get("name") or entry.get("class_name") or entry.get("label") or f"class {entry.get('class_id', '?')}"
+        found.append((str(name), decode_mask(rle), entry.get("area")))
+    return found
 
 
 class ScanResults:
@@ -94,9 +106,14 @@ class ScanResults:
 
     def __init__(self, output: str, endpoint_url: str | None = None, storage_options: dict | None = None):
         self.location = parse_location(output)
-        self.state = ScanState(self.location, endpoint_url, storage_options)
-        self.manifests: list[ScanManifest] = self.state.manifests()
-        self.dataset = self._open_dataset()
+        try:
+            self.state = ScanState(self.location, endpoint_url, storage_options)
+            self.manifests: list[ScanManifest] = self.state.manifests()
+            self.dataset = self._open_dataset()
+        except StorageError:
+            raise
+        except Exception as error:  # noqa: BLE001 - credentials, endpoint, bucket: one message with the fix
+            raise StorageError(describe_storage_error(self.location, error, endpoint_url)) from None
         self.columns = set(self.dataset.schema.names) if self.dataset is not None else set(schema.OUTPUT_COLUMNS)
         self.connection = duckdb.connect()
         self._selection_tables: dict[Selection, str] = {}

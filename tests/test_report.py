@@ -446,6 +446,18 @@ def test_report_colours_each_manipulation_type_when_the_output_has_per_class_mas
             {tuple(p) for p in layer[:, width // 2 + 1:, :3].reshape(-1, 3)}
         assert len(left) == 1 and len(right) == 1 and left != right  # one colour per type, two types
     assert "spliced" in page.page and "copy_move" in page.page and page.having("p", id="legend")
+    from pipeline import notebook
+
+    row = notebook.load(str(output), scan_id=two_scans["manipulated"]).filter(pc.field("status") == "ok").to_pylist()[0]
+    by_type = notebook.decode_class_masks(row)
+    assert set(by_type) == {"spliced", "copy_move"}
+    assert np.array_equal(by_type["spliced"] | by_type["copy_move"], notebook.decode_mask(row))
     # The older scan of the same output has no such column: its report still renders, in one colour.
     older = rendered_dom_of(output, tmp_path / "older.html", "--scan-id", two_scans["generated"])
     assert len(older.having("img", class_="overlay", data_mask_state="below-threshold")) == 4
+
+
+@pytest.mark.parametrize("command", ["summary", "report"])
+def test_an_unreachable_store_gives_one_message_with_the_fix(command, capsys):
+    assert forgescan([command, "s3://forgescan-nowhere/out", "--endpoint-url", "http://127.0.0.1:9"]) == 2
+    assert "Cannot reach the object store for s3://forgescan-nowhere/out" in capsys.readouterr().err
