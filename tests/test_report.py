@@ -410,6 +410,7 @@ def with_per_class_masks(output, scan_id: str) -> None:
                             pa.field("mask_rle", rle_type), pa.field("area", pa.float32())])
     for part in (output / f"scan_id={scan_id}").glob("*.parquet"):
         table = pq.read_table(part)
+        table = table.drop_columns([c for c in ("mask_classes", "manipulation_type") if c in table.column_names])
         classes, dominant = [], []
         for row in table.to_pylist():
             if row["mask_rle"] is None:
