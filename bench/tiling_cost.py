@@ -50,6 +50,7 @@ def measure(width: int, height: int, repeats: int) -> dict:
     segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint("segmenter"))
     data = _photo_like(width, height, seed=width)
     result = {"width": width, "height": height, "megapixels": round(width * height / 1e6, 3)}
+    native_card = segmenter.card
     for analysis in ("native", "triage"):
         c_card = classifier.card if analysis == "native" else classifier.card.for_triage()
         s_card = segmenter.card if analysis == "native" else segmenter.card.for_triage()
@@ -65,7 +66,7 @@ def measure(width: int, height: int, repeats: int) -> dict:
         tiles = count_tiles(height, width, s_card.input_size[0], s_card.tile_overlap) if s_card.resize_mode == "native_tiles" else 1
         result[analysis] = {"seconds_per_image": round(seconds, 3), "seconds_per_megapixel": round(seconds / result["megapixels"], 3),
                             "segmenter_inputs": tiles, "tiles_per_s": round(tiles / seconds, 2)}
-    card = segmenter.card
+    card = segmenter.card = native_card
     if card.resize_mode == "native_tiles":
         image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         tile = card.input_size[0]
