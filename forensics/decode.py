@@ -51,6 +51,7 @@ class DecodedImage:
 from forensics.model_card import CENTER_CROP, NATIVE_CROPS, NATIVE_TILES, RESIZE, RESIZE_MODES  # noqa: F401 (re-exported)
 
 NATIVE_MODES = (CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
+DRAFT_MIN_SIDE = 512
 
 
 def decode_image(
@@ -103,7 +104,10 @@ def decode_image(
         width, height = stored_width, stored_height
 
     specs = list(dict.fromkeys(tuple(s) for s in input_sizes))
-    largest_side = max(max(spec[0], spec[1]) for spec in specs)
+    # JPEGs are drafted (decoded at a reduced DCT scale) to no less than DRAFT_MIN_SIDE, whatever the specs:
+    # a model's input then does not depend on which other views were asked for in the same call (the scan
+    # adds the 512 px PDQ view; evaluation asks for the model's input alone), so both see the same pixels.
+    largest_side = max([DRAFT_MIN_SIDE] + [max(spec[0], spec[1]) for spec in specs])
     needs_native_pixels = any(len(spec) > 2 and spec[2] in NATIVE_MODES for spec in specs)
     try:
         if not needs_native_pixels and image_format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
