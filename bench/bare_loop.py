@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 
 
-def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None) -> dict:
+def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None,
+                  analysis: str = "native") -> dict:
     """Process `paths` in batches; returns timings (seconds) split by phase and the steady-state rate.
 
     The models are built and warmed up with one batch before the clock starts,
-    as a scan's actor does before its first batch.
+    as a scan's actor does before its first batch. `analysis` is the scan's
+    mode: `native` (the cards' crops and tiles) or `triage` (their quick view).
     """
     import torch
 
@@ -37,6 +39,8 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
     target = pick_device(device)
     classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint(CLASSIFIER), target)
     segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint(SEGMENTER), target)
+    if analysis == "triage":
+        classifier.card, segmenter.card = classifier.card.for_triage(), segmenter.card.for_triage()
     classifier_spec, segmenter_spec = _input_spec(classifier.card), _input_spec(segmenter.card)
     sizes = list(dict.fromkeys([classifier_spec, segmenter_spec]))  # what the scan asks decode_image for
     warmup = np.zeros((min(batch_size, len(paths)), *segmenter.card.input_size, 3), dtype=np.uint8)
@@ -89,6 +93,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         "images": len(paths),
         "batch_size": batch_size,
         "device": str(target),
+        "analysis": analysis,
         "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version,
                    "input_specs": [list(spec) for spec in sizes]},
         "torch_threads": torch.get_num_threads(),
@@ -119,22 +124,23 @@ def _input_spec(card) -> tuple:
     return tuple(getattr(card, "input_spec", tuple(card.input_size)))
 
 
-def _child(connection, paths, batch_size, torch_threads, device) -> None:
+def _child(connection, paths, batch_size, torch_threads, device, analysis) -> None:
     try:
-        connection.send(run_bare_loop(paths, batch_size, torch_threads, device))
+        connection.send(run_bare_loop(paths, batch_size, torch_threads, device, analysis))
     except BaseException as error:  # report, then let the parent raise
         connection.send({"error": f"{type(error).__name__}: {error}"})
     finally:
         connection.close()
 
 
-def run_bare_loop_in_child(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None) -> dict:
+def run_bare_loop_in_child(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None,
+                           analysis: str = "native") -> dict:
     """Run the bare loop in a fresh spawned process, so its memory is measured apart from the driver's."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(sender, [str(p) for p in paths], batch_size, torch_threads, device),
+    process = context.Process(target=_child, args=(sender, [str(p) for p in paths], batch_size, torch_threads, device, analysis),
                               name="forgescan-bare-loop")
     process.start()
     sender.close()
@@ -143,3 +149,23 @@ def run_bare_loop_in_child(paths: list[str], batch_size: int, torch_threads: int
     if "error" in result:
         raise RuntimeError(f"bare loop failed: {result['error']}")
     return result
+
+
+def main() -> None:
+    """`python -m bench.bare_loop FOLDER`: the bare loop over a folder's images, one JSON line of results
+    (what `forgescan benchmark --end-to-end` times from process start to exit)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--analysis", choices=("native", "triage"), default="native")
+    args = parser.parse_args()
+    paths = sorted(str(p) for p in Path(args.folder).iterdir() if p.is_file())
+    print(json.dumps(run_bare_loop(paths, args.batch_size, args.threads, analysis=args.analysis)))
+
+
+if __name__ == "__main__":
+    main()

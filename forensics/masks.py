@@ -65,10 +65,17 @@ def decode_mask(rle: MaskRLE | dict) -> np.ndarray:
     return coco_mask.decode({"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts})
 
 
+def empty_mask_summary(height: int, width: int) -> MaskSummary:
+    """The summary of an all-background mask, without building it: one run of height x width zeros."""
+    encoded = coco_mask.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)
+    return MaskSummary(rle=MaskRLE(size=(height, width), counts=encoded["counts"].decode("ascii")),
+                       area_fraction=0.0, bbox=(0, 0, 0, 0))
+
+
 def summarise_mask(probabilities: np.ndarray, height: int, width: int, threshold: float) -> MaskSummary:
     if float(np.max(probabilities)) < threshold:
-        # Bilinear interpolation never exceeds its inputs' maximum: the mask is empty, skip the upsample.
-        binary = np.zeros((height, width), dtype=bool)
+        # Bilinear interpolation never exceeds its inputs' maximum: the mask is empty (most images).
+        return empty_mask_summary(height, width)
     else:
         binary = mask_at_original_size(probabilities, height, width, threshold)
     rle = encode_mask(binary)

@@ -26,11 +26,15 @@ JOBS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every sub-command with its arguments; with `only`, just that one's arguments are loaded
+    (importing every job pulls in torch, Ray Serve and FastAPI: seconds on each start)."""
     parser = argparse.ArgumentParser(prog="forgescan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in JOBS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(only=command if command in JOBS else "").parse_args(argv)
     return int(args.handler(args) or 0)
 
 

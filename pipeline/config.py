@@ -28,7 +28,10 @@ class ScanConfig:
         batch_size: images per model call.
         num_model_actors: size of the model actor pool; (min, max) for autoscaling.
         gpus_per_actor: GPUs reserved per model actor; 0 on CPU-only clusters, fractions allowed.
-        decode_cpus: CPUs per fetch-and-decode task.
+        decode_cpus: CPUs per fetch-and-decode task. Kept apart from cpus_per_actor: with equal
+            reservations Ray Data fuses decoding into the model actor, which then decodes and
+            infers in turn on one core (measured 58 s against 45 s for 600 images on 2 CPUs;
+            on a GPU, the GPU would wait while the actor decodes).
         max_pixels: larger images become `too_large` error rows (Pillow's own bomb limit follows it).
         max_bytes: larger objects become `too_large` error rows, judged by the listing's size before
             any byte is read (objects are read whole into a worker's memory).
@@ -52,7 +55,7 @@ class ScanConfig:
     num_model_actors: int | tuple[int, int] = 1
     gpus_per_actor: float = 0.0
     cpus_per_actor: float = 1.0
-    decode_cpus: float = 1.0
+    decode_cpus: float = 0.5
     decode_batch_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = 1 << 30

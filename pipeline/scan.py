@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from forensics.checkpoint import CheckpointError, bundled_checkpoint, model_from_weights, read_checkpoint
@@ -49,6 +50,8 @@ class ScanSummary:
     segmenter_version: str
     rows_in_scan: int = 0
     notes: list[str] = field(default_factory=list)
+    # Wall seconds of each phase, in order (PhaseClock): what a scan pays once, and the pipeline itself.
+    timings: dict = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -69,19 +72,43 @@ class ScanSummary:
         if self.error_kinds:
             lines.append("  error kinds " + ", ".join(f"{k} {v}" for k, v in self.error_kinds.items()))
         lines.append(f"  models      classifier {self.classifier_version}, segmenter {self.segmenter_version}")
+        if self.timings:
+            lines.append("  time        " + ", ".join(f"{phase.replace('_', ' ')} {seconds:.1f} s" for phase, seconds in self.timings.items()))
         lines += [f"  note        {note}" for note in self.notes]
         return "\n".join(lines)
 
 
-def load_model_payload(path: str | None, kind: str) -> tuple[bytes | None, ModelCard]:
-    """Checkpoint bytes + card, validated in the driver so a bad file fails fast with a clear message."""
+class PhaseClock:
+    """Wall seconds per named phase of a scan, in the order they ran (summary, manifest, `forgescan benchmark`)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the previous lap to `phase`."""
+        now = time.monotonic()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+def load_model_payload(path: str | None, kind: str, validate: bool = True) -> tuple[bytes | None, ModelCard]:
+    """Checkpoint bytes + card, validated in the driver so a bad file fails fast with a clear message
+    (with validate=False, only the card is checked here: call validate_model_payload before use)."""
     default_card = default_classifier_card() if kind == CLASSIFIER else default_segmenter_card()
     resolved = path or bundled_checkpoint(kind)
     if resolved is None:
         return None, default_card
     data, card = read_checkpoint(resolved, expected_kind=kind)
-    model_from_weights(data, card, str(resolved))  # validates architecture, names and shapes
+    if validate:
+        validate_model_payload(data, card, str(resolved))
     return data, card
+
+
+def validate_model_payload(data: bytes | None, card: ModelCard, source: str) -> None:
+    """Build the card's model from the weights: architecture, names and shapes must fit (raises CheckpointError)."""
+    if data is not None:
+        model_from_weights(data, card, source)
 
 
 def ensure_output_writable(config: ScanConfig, endpoint_url: str | None) -> None:
@@ -97,10 +124,17 @@ def ensure_output_writable(config: ScanConfig, endpoint_url: str | None) -> None
 
 
 def _init_ray(address: str | None) -> None:
+    """Join the cluster `address` names (or RAY_ADDRESS, or a `ray start` on this host), else start a
+    private local instance -- without the dashboard, which costs seconds and a CPU share on every
+    start (for a dashboard, `ray start --head` and scan with `--address auto`)."""
     import ray
+    from ray._private.services import canonicalize_bootstrap_address
 
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    if ray.is_initialized():
+        return
+    starts_local = address == "local" or (address is None and canonicalize_bootstrap_address(None) is None)
+    extra = {"include_dashboard": False} if starts_local else {}
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **extra)
 
 
 def run_scan(config: ScanConfig) -> ScanSummary:
@@ -118,9 +152,11 @@ def run_scan(config: ScanConfig) -> ScanSummary:
             validate_scan_id(config.scan_id)
         except ValueError as error:
             raise ScanError(str(error)) from None
+    clock = PhaseClock()
     endpoint_url = resolve_endpoint_url(config.endpoint_url)
     check_source(config.source, endpoint_url, config.storage_options)
     ensure_output_writable(config, endpoint_url)
+    clock.lap("storage_checks")
     state = ScanState(parse_location(config.output), endpoint_url, config.storage_options)
     lease = LeaseKeeper(state)
     try:
@@ -128,7 +164,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     except LeaseError as error:
         raise ScanError(str(error)) from None
     try:
-        summary = _run_scan(config, lease)
+        summary = _run_scan(config, lease, clock)
     finally:
         lease.release()
     if lease.took_over is not None:
@@ -137,19 +173,26 @@ def run_scan(config: ScanConfig) -> ScanSummary:
     return summary
 
 
-def _run_scan(config: ScanConfig, lease: LeaseKeeper) -> ScanSummary:
+def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> ScanSummary:
+    """The scan itself, once run_scan has checked the source and output and holds the lease."""
     import ray
 
     started = time.monotonic()
     endpoint_url = resolve_endpoint_url(config.endpoint_url)
     options_json = storage_options_key(config.storage_options)
-    check_source(config.source, endpoint_url, config.storage_options)
-    ensure_output_writable(config, endpoint_url)
-    classifier_weights, classifier_card = load_model_payload(config.classifier_checkpoint, CLASSIFIER)
-    segmenter_weights, segmenter_card = load_model_payload(config.segmenter_checkpoint, SEGMENTER)
+    classifier_weights, classifier_card = load_model_payload(config.classifier_checkpoint, CLASSIFIER, validate=False)
+    segmenter_weights, segmenter_card = load_model_payload(config.segmenter_checkpoint, SEGMENTER, validate=False)
+    # Building both models from their weights proves they fit their cards; it takes seconds (timm, smp),
+    # so it runs while the plan is made and Ray starts, and nothing is written before it has passed.
+    validation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgescan-checkpoints").submit(
+        lambda: [validate_model_payload(weights, card, str(path or bundled_checkpoint(kind)))
+                 for weights, card, path, kind in (
+                     (classifier_weights, classifier_card, config.classifier_checkpoint, CLASSIFIER),
+                     (segmenter_weights, segmenter_card, config.segmenter_checkpoint, SEGMENTER))])
     if config.analysis == TRIAGE:
         classifier_card, segmenter_card = classifier_card.for_triage(), segmenter_card.for_triage()
     hash_bank = load_hash_bank(config.match_bank, endpoint_url, options_json) if config.match_bank else None
+    clock.lap("checkpoints")
 
     source_uri = parse_location(config.source).uri
     output = parse_location(config.output)
@@ -162,6 +205,12 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper) -> ScanSummary:
     except PlanError as error:
         raise ScanError(str(error)) from None
     lease.update_scan(plan.scan_id)
+    clock.lap("planning")
+
+    _init_ray(config.address)
+    clock.lap("ray_start")
+    validation.result()  # raises the checkpoint's CheckpointError
+    clock.lap("checkpoints")
     manifest = ScanManifest(
         scan_id=plan.scan_id, source=source_uri, output=output.uri, state=RUNNING, started_at=utc_now(),
         classifier_version=classifier_card.version, segmenter_version=segmenter_card.version,
@@ -171,8 +220,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper) -> ScanSummary:
     )
     state.write_manifest(manifest)
     logger.info("scan %s (%s) of %s -> %s", plan.scan_id, plan.mode, source_uri, output.uri)
-
-    _init_ray(config.address)
+    clock.lap("manifest")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.show_progress
     context.print_on_execution_start = False
@@ -240,12 +288,16 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper) -> ScanSummary:
     finally:
         ray.kill(counter)
 
+    clock.lap("pipeline")
     lease.check()  # never mark a scan complete that another driver took over
     counts = state.count_rows(plan.scan_id)
+    clock.lap("counting")
     manifest.state = COMPLETE
     manifest.finished_at = utc_now()
     manifest.counts = {**counts, **listing}
     manifest.files = _count_files(state, plan.scan_id)
+    clock.lap("manifest")
+    manifest.timings = dict(clock.seconds)
     state.write_manifest(manifest)
     processed = listing["listed"] - listing["unchanged"] - listing["already_committed"]
     summary = ScanSummary(
@@ -253,7 +305,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper) -> ScanSummary:
         skipped_unchanged=listing["unchanged"], already_committed=listing["already_committed"], processed=processed,
         ok=counts["ok"], errors=counts["errors"], verdicts=counts["verdicts"], error_kinds=counts["error_kinds"],
         seconds=time.monotonic() - started, classifier_version=classifier_card.version,
-        segmenter_version=segmenter_card.version, rows_in_scan=counts["rows"],
+        segmenter_version=segmenter_card.version, rows_in_scan=counts["rows"], timings=manifest.timings,
     )
     if not classifier_card.trained or not segmenter_card.trained:
         summary.notes.append("untrained model weights in use: verdicts are not meaningful (see README, Training)")

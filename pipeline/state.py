@@ -72,6 +72,8 @@ class ScanManifest:
     attempts: int = 1
     # The card thresholds the rows were judged by (`ai_generated`, `manipulated`, `pixel`); empty in older manifests.
     thresholds: dict = field(default_factory=dict)
+    # Wall seconds per phase of the scan (pipeline.scan.PhaseClock); empty in older manifests.
+    timings: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         fields = asdict(self)

@@ -31,6 +31,14 @@ def test_every_job_is_a_subcommand():
     assert {"scan", "demo"} <= set(choices)
 
 
+def test_a_command_loads_only_its_own_job_module():
+    probe = ("import sys; from jobs.cli import build_parser; build_parser(only='scan');"
+             "print(sorted(m for m in ('torch', 'fastapi', 'jobs.serve', 'jobs.train', 'jobs.scan') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['jobs.scan']"
+
+
 def test_wrong_architecture_checkpoint_is_one_line_and_exit_code_2(tmp_path):
     card = default_segmenter_card((64, 64))
     path = save_checkpoint(build_model(card), card, tmp_path / "seg")

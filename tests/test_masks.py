@@ -32,7 +32,14 @@ def test_summary_is_at_original_resolution_with_area_and_bbox():
 def test_empty_mask_encodes_and_has_zero_area():
     summary = summarise_mask(np.zeros((8, 8), np.float32), 20, 30, 0.5)
     assert summary.area_fraction == 0.0
-    assert decode_mask(summary.rle).sum() == 0
+    assert decode_mask(summary.rle).shape == (20, 30) and decode_mask(summary.rle).sum() == 0
+
+
+def test_empty_mask_shortcut_gives_the_same_rle_and_box_as_encoding_zeros():
+    summary = summarise_mask(np.full((8, 8), 0.1, np.float32), 1081, 1439, 0.5)
+    zeros = encode_mask(np.zeros((1081, 1439), bool))
+    assert summary.rle == zeros
+    assert summary.bbox == tuple(int(v) for v in coco_mask.toBbox(zeros.to_coco()))
 
 
 def test_manipulation_score_ignores_a_single_hot_pixel_but_not_a_region():
