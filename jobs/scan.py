@@ -103,13 +103,33 @@ def run_and_report(config: ScanConfig):
     return summary
 
 
+class Stopped(BaseException):
+    """SIGTERM during a scan: unwinds like Ctrl-C, so the process exits with 143 and one line."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise Stopped()
+
+
 def run(args: argparse.Namespace) -> int:
+    """Exit codes: 0 done, 2 refused or failed with a message, 130 Ctrl-C, 143 SIGTERM (both resumable)."""
+    import signal
+
     try:
         config = config_from_args(args)
     except ConfigError as error:  # before anything is written or started
         print(f"forgescan: error: {error}", file=sys.stderr)
         return 2
-    return 0 if run_and_report(config) is not None else 2
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return 0 if run_and_report(config) is not None else 2
+    except (KeyboardInterrupt, Stopped) as stop:
+        code, cause = (143, "SIGTERM") if isinstance(stop, Stopped) else (130, "Ctrl-C")
+        print(f"forgescan: scan of {config.source} stopped by {cause}; committed results are kept and the same "
+              "command resumes it", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

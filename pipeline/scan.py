@@ -132,9 +132,16 @@ def _init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    import signal
+
     starts_local = address == "local" or (address is None and canonicalize_bootstrap_address(None) is None)
     extra = {"include_dashboard": False} if starts_local else {}
+    # Ray's core worker installs a C++ failure handler for SIGTERM (a stack dump, then abort: exit 134);
+    # put back the caller's Python handler, so `forgescan scan` stops cleanly with 143.
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **extra)
+    if callable(sigterm_handler):
+        signal.signal(signal.SIGTERM, sigterm_handler)
 
 
 def run_scan(config: ScanConfig) -> ScanSummary:

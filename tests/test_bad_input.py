@@ -173,3 +173,39 @@ def test_scan_gives_every_odd_object_a_row_and_skips_its_own_output(ray_local, t
     assert "20,000" in by_name["big.jpg"]["error"] and "--max-bytes" in by_name["big.jpg"]["error"]
     assert by_name["tiny.png"]["width"] == 8
     assert any("lies inside the source" in note for note in summary.notes)
+
+
+@pytest.mark.parametrize("stop_signal, exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_checkpoints, tmp_path, stop_signal, exit_code):
+    import signal
+    import time
+
+    from tests.test_scan import read_scan
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for index in range(300):  # enough that the scan is still running when its first files are committed
+        (archive / f"{index:03d}.jpg").write_bytes(jpeg_bytes(64, 64, seed=index))
+    output = tmp_path / "out"
+    arguments = [str(archive), "--output", str(output), "--address", "local", "--no-progress",
+                 "--classifier", tiny_checkpoints["classifier"], "--segmenter", tiny_checkpoints["segmenter"],
+                 "--batch-size", "2", "--rows-per-file", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "jobs.scan", *arguments], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(output.rglob("*.parquet")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)  # wait until the scan is under way (a first file committed)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(getattr(signal, stop_signal))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr[-3000:]
+    assert "Traceback" not in stderr
+    stop_lines = [line for line in stderr.splitlines() if "stopped by" in line]
+    assert len(stop_lines) == 1 and "resumes it" in stop_lines[0], stderr[-3000:]
+    manifests = [p.read_text() for p in output.rglob("*.json")]
+    assert manifests and all('"complete"' not in text for text in manifests), "an interrupted scan must not claim completion"
+
+    rerun = run_scan_command(*arguments)  # the same command resumes the stopped scan and finishes it
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert {row["uri"].rsplit("/", 1)[1] for row in read_scan(output)} == {p.name for p in archive.iterdir()}
+    assert any('"complete"' in p.read_text() for p in output.rglob("*.json"))
