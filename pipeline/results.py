@@ -28,7 +28,7 @@ from forensics.masks import decode_mask
 from forensics.verdict import AI_GENERATED, MANIPULATED
 from pipeline import schema
 from pipeline.state import COMPLETE, ScanManifest, ScanState, open_committed_dataset
-from pipeline.storage import StorageError, describe_storage_error, parse_location
+from pipeline.storage import StorageError, check_reachable, describe_storage_error, parse_location, storage_options_key
 
 ARCHIVE_VIEW = "archive"
 SCAN_VIEW = "scan"
@@ -106,6 +106,7 @@ class ScanResults:
 
     def __init__(self, output: str, endpoint_url: str | None = None, storage_options: dict | None = None):
         self.location = parse_location(output)
+        check_reachable(self.location, endpoint_url, storage_options_key(storage_options))
         try:
             self.state = ScanState(self.location, endpoint_url, storage_options)
             self.manifests: list[ScanManifest] = self.state.manifests()

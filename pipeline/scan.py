@@ -20,7 +20,7 @@ from pipeline.state import (
     COMPLETE, RUNNING, LeaseError, LeaseKeeper, PlanError, ScanManifest, ScanState, plan_scan, utc_now, validate_scan_id,
 )
 from pipeline.storage import (
-    StorageError, check_source, describe_storage_error, filesystem_for, is_inside, parse_location,
+    StorageError, check_reachable, check_source, describe_storage_error, filesystem_for, is_inside, parse_location,
     resolve_endpoint_url, storage_options_key, strip_credentials,
 )
 
@@ -113,6 +113,7 @@ def validate_model_payload(data: bytes | None, card: ModelCard, source: str) -> 
 
 def ensure_output_writable(config: ScanConfig, endpoint_url: str | None) -> None:
     output = parse_location(config.output)
+    check_reachable(output, endpoint_url, storage_options_key(config.storage_options))
     fs = filesystem_for(output.protocol, endpoint_url, storage_options_key(config.storage_options))
     try:
         if output.protocol == "s3":
@@ -121,6 +122,51 @@ def ensure_output_writable(config: ScanConfig, endpoint_url: str | None) -> None
             fs.makedirs(output.path, exist_ok=True)
     except Exception as error:
         raise StorageError("Output: " + describe_storage_error(output, error, endpoint_url)) from None
+
+
+CLUSTER_CONNECT_SECONDS = 5.0  # a named cluster that does not accept a connection in this long is taken as down
+
+
+def check_cluster_address(address: str | None) -> None:
+    """Refuse, in seconds, a cluster address that nothing answers at (a dead `ray start`, a stale RAY_ADDRESS):
+    Ray itself would retry "Failed to connect to GCS" for minutes."""
+    import os
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    given = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS") or None
+    named = (f"--address {address}" if address not in (None, "auto") else
+             f"RAY_ADDRESS={given}" if given else f"--address {address}" if address else
+             "the cluster `ray start` last recorded on this host")
+    fix = ("Start the cluster (`ray start --head`), correct --address / RAY_ADDRESS, "
+           "or scan on this machine alone with --address local.")
+    try:
+        target = address[len("ray://"):] if address and address.startswith("ray://") else canonicalize_bootstrap_address(address)
+    except (ValueError, ConnectionError) as error:
+        found = "no running Ray cluster" if isinstance(error, ConnectionError) else str(error)
+        raise ScanError(f"Cannot join a Ray cluster for {named}: {found}. {fix}") from None
+    if target is None:
+        return  # a private local instance: nothing to reach
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CLUSTER_CONNECT_SECONDS).close()
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+        raise ScanError(f"No Ray cluster answers at {given or target} ({named}): {reason}. {fix}") from None
+
+
+def check_gpus(gpus_per_actor: float) -> None:
+    """Refuse --gpus-per-actor that no node of the cluster can give: the model actors would wait forever."""
+    import ray
+
+    if gpus_per_actor <= 0:
+        return
+    most = max((node["Resources"].get("GPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    if most < gpus_per_actor:
+        where = "no node of the Ray cluster has a GPU" if most == 0 else f"the most GPUs on one node is {most:g}"
+        raise ScanError(f"--gpus-per-actor {gpus_per_actor:g}: {where}, so the model actors could never start. "
+                        "Scan on CPU with --gpus-per-actor 0, or attach to a cluster with GPUs (--address).")
 
 
 def _init_ray(address: str | None) -> None:
@@ -139,7 +185,11 @@ def _init_ray(address: str | None) -> None:
     # Ray's core worker installs a C++ failure handler for SIGTERM (a stack dump, then abort: exit 134);
     # put back the caller's Python handler, so `forgescan scan` stops cleanly with 143.
     sigterm_handler = signal.getsignal(signal.SIGTERM)
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **extra)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **extra)
+    except ConnectionError as error:
+        raise ScanError(f"Cannot join the Ray cluster at {address or 'RAY_ADDRESS'}: {error} "
+                        "Correct --address / RAY_ADDRESS, or scan on this machine alone with --address local.") from None
     if callable(sigterm_handler):
         signal.signal(signal.SIGTERM, sigterm_handler)
 
@@ -160,6 +210,7 @@ def run_scan(config: ScanConfig) -> ScanSummary:
         except ValueError as error:
             raise ScanError(str(error)) from None
     clock = PhaseClock()
+    check_cluster_address(config.address)
     endpoint_url = resolve_endpoint_url(config.endpoint_url)
     check_source(config.source, endpoint_url, config.storage_options)
     ensure_output_writable(config, endpoint_url)
@@ -215,6 +266,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     clock.lap("planning")
 
     _init_ray(config.address)
+    check_gpus(config.gpus_per_actor)
     clock.lap("ray_start")
     validation.result()  # raises the checkpoint's CheckpointError
     clock.lap("checkpoints")

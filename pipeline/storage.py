@@ -99,6 +99,84 @@ def _cached_filesystem(protocol: str, endpoint_url: str | None, storage_options_
     return fsspec.filesystem("file")
 
 
+STORE_CONNECT_SECONDS = 5.0  # one connection attempt to an object store's endpoint before it counts as failed
+STORE_CONNECT_ATTEMPTS = 3  # attempts (1 s, then 2 s apart) before a scan or report gives up on an unreachable store
+_GCS_ENDPOINT = "https://storage.googleapis.com"
+
+
+def store_endpoint(location: Location, endpoint_url: str | None, storage_options_json: str = "{}") -> str | None:
+    """The URL a store's client connects to (None for local files): what check_reachable probes and messages name."""
+    if location.protocol == "s3":
+        if endpoint_url:
+            return endpoint_url
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return f"https://s3.{region}.amazonaws.com" if region else "https://s3.amazonaws.com"
+    if location.protocol == "gs":
+        options = json.loads(storage_options_json)
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        return options.get("endpoint_url") or (emulator if "://" in (emulator or "") else
+                                               f"http://{emulator}" if emulator else _GCS_ENDPOINT)
+    return None
+
+
+def store_advice(location: Location) -> str:
+    """What to check when a store cannot be reached, in that store's own terms."""
+    if location.protocol == "gs":
+        return ("Check the network (and HTTPS_PROXY) or, for an emulator, STORAGE_EMULATOR_HOST; credentials come from "
+                "Application Default Credentials (`gcloud auth application-default login` or GOOGLE_APPLICATION_CREDENTIALS).")
+    return ("Check --endpoint-url / AWS_ENDPOINT_URL (scheme, host and port), that the object store is running, and the "
+            "network; credentials come from the AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).")
+
+
+_reachable: set[tuple[str, int]] = set()
+
+
+def check_reachable(location: Location, endpoint_url: str | None, storage_options_json: str = "{}") -> None:
+    """Fail in seconds, naming the store's endpoint and the fix, when nothing accepts a connection there.
+
+    A store's client retries connection errors for a minute or more with nothing on screen (right for a
+    transient fault mid-scan, wrong for a mistyped endpoint): before the first request, a plain TCP
+    connection is tried STORE_CONNECT_ATTEMPTS times, each failure logged, then StorageError. Skipped
+    behind an HTTP(S) proxy, where the client does not connect directly.
+    """
+    import socket
+    import time
+    import urllib.request
+
+    endpoint = store_endpoint(location, endpoint_url, storage_options_json)
+    if endpoint is None:
+        return
+    parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+    host = parsed.hostname or ""
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        raise StorageError(f"Endpoint {strip_credentials(endpoint)!r} for {location.uri} has no valid port. "
+                           + store_advice(location)) from None
+    if (host, port) in _reachable:
+        return
+    if urllib.request.getproxies().get(parsed.scheme) and not urllib.request.proxy_bypass(host):
+        return
+    shown = strip_credentials(f"{parsed.scheme}://{parsed.netloc}")
+    for attempt in range(1, STORE_CONNECT_ATTEMPTS + 1):
+        try:
+            socket.create_connection((host, port), timeout=STORE_CONNECT_SECONDS).close()
+            _reachable.add((host, port))
+            return
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            if isinstance(error, socket.gaierror) and error.errno == socket.EAI_NONAME:
+                break  # no such host: asking again gives the same answer
+        if attempt < STORE_CONNECT_ATTEMPTS:
+            logging.getLogger("forgescan").warning(
+                "forgescan: cannot connect to %s for %s (%s); retrying (%d of %d)", shown, location.uri, reason,
+                attempt + 1, STORE_CONNECT_ATTEMPTS)
+            time.sleep(attempt)
+    raise StorageError(f"Cannot reach the object store for {location.uri} at {shown} ({reason}, attempt {attempt} of "
+                       f"{STORE_CONNECT_ATTEMPTS}). "
+                       + store_advice(location))
+
+
 def storage_options_key(storage_options: dict | None) -> str:
     return json.dumps(storage_options or {}, sort_keys=True)
 
@@ -120,8 +198,9 @@ def describe_storage_error(location: Location, error: BaseException, endpoint_ur
         )
     if "nocredentials" in lowered or "unable to locate credentials" in lowered:
         return f"No credentials found for {where}. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
-    if any(k in lowered for k in ("could not connect", "connect timeout", "connection refused", "name or service not known", "endpointconnectionerror")):
-        return f"Cannot reach the object store for {where}. Check --endpoint-url / AWS_ENDPOINT_URL and the network."
+    if any(k in lowered for k in ("could not connect", "connect timeout", "connection refused", "name or service not known",
+                                  "endpointconnectionerror", "cannot connect to host")):
+        return f"Cannot reach the object store for {where}. " + store_advice(location)
     if isinstance(error, FileNotFoundError):
         return f"{location.uri} does not exist. Check the path."
     return f"Cannot access {where}: {text}"
@@ -139,6 +218,7 @@ def check_source(source: str, endpoint_url: str | None, storage_options: dict | 
     fs = filesystem_for(location.protocol, endpoint_url, storage_options_key(storage_options))
     endpoint = resolve_endpoint_url(endpoint_url) if location.protocol == "s3" else None
     is_manifest = location.path.lower().endswith(MANIFEST_SUFFIXES)
+    check_reachable(location, endpoint, storage_options_key(storage_options))
     try:
         if location.protocol == "file":
             path = Path(location.path)

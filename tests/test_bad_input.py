@@ -209,3 +209,66 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert {row["uri"].rsplit("/", 1)[1] for row in read_scan(output)} == {p.name for p in archive.iterdir()}
     assert any('"complete"' in p.read_text() for p in output.rglob("*.json"))
+
+
+def test_gpus_per_actor_on_a_cluster_without_gpus_is_refused_naming_the_flag(tiny_checkpoints, tmp_path):
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "a.jpg").write_bytes(jpeg_bytes())
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.scan", str(tmp_path / "archive"), "--output", str(output), "--address", "local",
+         "--gpus-per-actor", "1", "--classifier", tiny_checkpoints["classifier"],
+         "--segmenter", tiny_checkpoints["segmenter"]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,  # a hang guard: without the check it waits forever
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # a private Ray instance with no GPU, whatever the machine has
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "--gpus-per-actor 1: no node of the Ray cluster has a GPU" in result.stderr
+    assert "--gpus-per-actor 0" in result.stderr and "Traceback" not in result.stderr
+    assert not [p for p in output.rglob("*.json") if '"running"' in p.read_text()], "no scan may be left running"
+
+
+@pytest.mark.parametrize("given_as", ["--address", "RAY_ADDRESS"])
+def test_a_dead_cluster_address_fails_in_one_line_naming_it_and_the_local_fix(tmp_path, given_as):
+    from pipeline.local_s3 import free_port
+
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "a.jpg").write_bytes(jpeg_bytes())
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there: a cluster that is gone
+    flags = ["--address", address] if given_as == "--address" else []
+    environment = {**os.environ, "RAY_ADDRESS": address} if given_as == "RAY_ADDRESS" else dict(os.environ)
+    result = subprocess.run([sys.executable, "-m", "jobs.scan", str(tmp_path / "archive"), "--output",
+                             str(tmp_path / "out"), *flags], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env=environment)  # a hang guard: Ray alone retries the GCS for minutes
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("forgescan: error: No Ray cluster answers at " + address), result.stderr
+    assert given_as in lines[0] and "--address local" in lines[0]
+    assert "Failed to connect to GCS" not in result.stderr
+
+
+def test_an_unreachable_s3_endpoint_fails_with_s3_advice_and_shows_its_retries(tmp_path):
+    from pipeline.local_s3 import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # connection refused
+    result = run_scan_command("s3://archive/photos", "--output", str(tmp_path / "out"), "--endpoint-url", endpoint)
+    assert result.returncode == 2, result.stderr[-3000:]
+    retries = [line for line in result.stderr.splitlines() if "retrying" in line]
+    assert retries and all(endpoint in line for line in retries), result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("forgescan: error: Cannot reach the object store for s3://archive/photos at " + endpoint)
+    assert "Connection refused" in error and "--endpoint-url" in error and "AWS_ACCESS_KEY_ID" in error
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_gcs_source_fails_with_gcs_advice_not_an_s3_flag(tmp_path):
+    from pipeline.local_s3 import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # an emulator that is not running stands in for a machine offline
+    result = subprocess.run([sys.executable, "-m", "jobs.scan", "gs://archive/photos", "--output", str(tmp_path / "out")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "STORAGE_EMULATOR_HOST": endpoint})
+    assert result.returncode == 2, result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("forgescan: error: Cannot reach the object store for gs://archive/photos at " + endpoint)
+    assert "Application Default Credentials" in error and "STORAGE_EMULATOR_HOST" in error
+    assert "--endpoint-url" not in result.stderr and "AWS" not in result.stderr and "Traceback" not in result.stderr

@@ -264,6 +264,17 @@ def test_report_reads_output_and_images_from_s3(ray_local, checkpoints_judging, 
     assert len(page.having("img", class_="overlay", data_mask_state="finding")) == 3
 
 
+def test_report_reads_images_through_the_endpoint_the_scan_recorded(ray_local, checkpoints_judging, s3, s3_endpoint,
+                                                                    tmp_path):
+    s3.create_bucket(Bucket="report-recorded")
+    for name, (width, height, seed) in GOOD_IMAGES.items():
+        s3.put_object(Bucket="report-recorded", Key=name, Body=jpeg_bytes(width, height, seed=seed))
+    output = tmp_path / "out"
+    scan("s3://report-recorded/photos", output, checkpoints_judging(ai=NEVER, manipulated=ALWAYS), endpoint_url=s3_endpoint)
+    html = render(output, tmp_path / "r.html")  # no --endpoint-url (and no AWS_ENDPOINT_URL): the manifest's is used
+    assert html.count('class="finding-row"') == 3 and html.count('data-image-state="ok"') == 3
+
+
 def test_report_of_an_output_without_scans_names_the_fix(s3, s3_endpoint, capsys):
     s3.create_bucket(Bucket="report-nothing")
     assert forgescan(["report", "s3://report-nothing/out", "--endpoint-url", s3_endpoint]) == 2
