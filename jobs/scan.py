@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from pipeline.config import ANALYSIS_MODES, ConfigError, ScanConfig
@@ -91,11 +90,12 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 def run_and_report(config: ScanConfig):
     """Run a scan; print the summary, or one clear line for errors the user can fix. Returns the summary or None."""
+    from pipeline.console import quiet_console
     from pipeline.scan import run_scan
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        summary = run_scan(config)
+        with quiet_console():
+            summary = run_scan(config)
     except user_errors() as error:
         print(f"forgescan: error: {error}", file=sys.stderr)
         return None

@@ -272,3 +272,21 @@ def test_an_unreachable_gcs_source_fails_with_gcs_advice_not_an_s3_flag(tmp_path
     assert error.startswith("forgescan: error: Cannot reach the object store for gs://archive/photos at " + endpoint)
     assert "Application Default Credentials" in error and "STORAGE_EMULATOR_HOST" in error
     assert "--endpoint-url" not in result.stderr and "AWS" not in result.stderr and "Traceback" not in result.stderr
+
+
+QUIET_NOISE = ("Token authentication is enabled", "core_worker.cc", "has constructor arguments in the object store",
+               "Progress will be logged because", "Progress bars disabled", "Found credentials",
+               "gcsfs experimental features")
+
+
+def test_a_scan_prints_ray_data_progress_but_none_of_the_known_noise(s3, s3_endpoint, tiny_checkpoints, tmp_path):
+    s3.create_bucket(Bucket="quiet-archive")
+    for index in range(2):
+        s3.put_object(Bucket="quiet-archive", Key=f"photos/{index}.jpg", Body=jpeg_bytes(64, 64, seed=index))
+    result = run_scan_command("s3://quiet-archive/photos", "--output", str(tmp_path / "out"), "--endpoint-url",
+                              s3_endpoint, "--address", "local", "--classifier", tiny_checkpoints["classifier"],
+                              "--segmenter", tiny_checkpoints["segmenter"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished" in result.stdout and "2 ok" in result.stdout
+    assert "Running Dataset" in result.stderr, "Ray Data's progress is kept"
+    assert [noise for noise in QUIET_NOISE if noise in result.stderr] == [], result.stderr[-3000:]
