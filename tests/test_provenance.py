@@ -134,3 +134,15 @@ def test_scan_rows_carry_provenance_reasons_and_pdq_hashes(ray_local, tiny_check
     broken = rows["broken.jpg"]
     assert (broken["status"], broken["provenance"], broken["pdq_hash"]) == ("error", None, None)
     assert broken["reasons"][0].startswith("error:")
+    assert readme_declared_ai_recipe(tmp_path / "out") == [
+        (rows[name]["uri"], rows[name]["provenance"]["generator_hint"]) for name in ("credentialed.jpg", "tampered.jpg", "webui.png")]
+
+
+def readme_declared_ai_recipe(output) -> list[tuple]:
+    """The README's "images that declare an AI source" DuckDB recipe, run as printed: (uri, generator_hint) per row."""
+    import duckdb
+
+    from tests.test_report import readme_block
+
+    query = readme_block("Images that declare an AI source", "sql").replace("DEST", str(output))
+    return [(uri, hint) for uri, hint, *_ in duckdb.sql(query).fetchall()]
