@@ -83,6 +83,21 @@ def test_duplicates_job_groups_copies_and_splices_and_keeps_unrelated_photos_apa
     assert all(row["closest_distance"] <= 31 and row["group_size"] >= 2 for row in members)
     pairs = pq.read_table(output / "_forgescan" / "duplicates" / "pairs.parquet").to_pylist()
     assert pairs and all(pair["distance"] <= 31 for pair in pairs)
+    manipulated = sorted(((m["uri"], m["manipulation_score"], s["uri"], s["verdict"]) for m in members for s in members
+                          if s["group_id"] == m["group_id"] and s["uri"] != m["uri"] and m["verdict"] == "manipulated"),
+                         key=lambda row: (-row[1], row[0], row[2]))
+    assert readme_likely_sources_recipe(output) == manipulated
+    assert ("cat-spliced.jpg", "cat.jpg") in {(m.rsplit("/", 1)[1], s.rsplit("/", 1)[1]) for m, _, s, _ in manipulated}
+
+
+def readme_likely_sources_recipe(output) -> list[tuple]:
+    """The README's "manipulated images and their likely sources" DuckDB recipe, run as printed."""
+    import duckdb
+
+    from tests.test_report import readme_block
+
+    query = readme_block("Manipulated images and their likely sources", "sql").replace("DEST", str(output))
+    return duckdb.sql(query).fetchall()
 
 
 def test_scan_with_match_bank_reports_known_images_and_their_labels(ray_local, tiny_checkpoints, tmp_path):
