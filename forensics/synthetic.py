@@ -168,7 +168,7 @@ class SampleObject:
 def write_sample_archive(directory: str | Path, seed: int = 0, spliced_per_photo: int = 1, size: int = 512) -> list[SampleObject]:
     """The bundled demo archive: real photos, spliced copies with known masks, and generated stand-ins.
 
-    Layout: `images/{authentic,spliced,generated}/*.jpg` (what gets scanned) and
+    Layout: `images/{authentic,spliced,generated,provenance,copies}/*` (what gets scanned) and
     `ground_truth/*.png` masks for the spliced images (outside the scanned folder).
     """
     directory = Path(directory)
@@ -196,6 +196,36 @@ def write_sample_archive(directory: str | Path, seed: int = 0, spliced_per_photo
             path = f"images/generated/{name}_standin.jpg"
             Image.fromarray(generated_standin(rng, random_crop(rng, photo, size))).save(directory / path, quality=92)
             objects.append(SampleObject(path, "generated_standin", None))
+    objects += write_provenance_examples(directory, photos[0], size)
+    return objects
+
+
+def write_provenance_examples(directory: Path, photo: tuple[str, np.ndarray], size: int) -> list[SampleObject]:
+    """`images/provenance/`: one file per declared-provenance signal, and `images/copies/`: near duplicates of one
+    authentic photo (re-encoded, resized, 1% border trimmed; the spliced copies and their hosts are in `spliced/`)."""
+    from forensics import content_credentials as credentials
+
+    name, array = photo
+    base = np.asarray(Image.fromarray(random_crop(np.random.default_rng(1), array, size)))
+    (directory / "images/provenance").mkdir(parents=True, exist_ok=True)
+    (directory / "images/copies").mkdir(parents=True, exist_ok=True)
+    signed = credentials.sign_with_c2pa(credentials.jpeg(base, quality=92), "image/jpeg", "trainedAlgorithmicMedia",
+                                        generator="forgescan demo generator")
+    files = {
+        "provenance/c2pa_signed_ai_source.jpg": signed,
+        "provenance/c2pa_tampered_after_signing.jpg": credentials.tamper_pixels(signed),
+        "provenance/webui_generation_parameters.png": credentials.png(base, {"parameters": credentials.A1111_PARAMETERS}),
+        "provenance/xmp_ai_source.jpg": credentials.jpeg(base, xmp=credentials.xmp_packet("trainedAlgorithmicMedia")),
+        f"copies/{name}.jpg": credentials.jpeg(base, quality=92),
+        f"copies/{name}_reencoded.jpg": credentials.jpeg(base, quality=40),
+        f"copies/{name}_half_size.jpg": credentials.jpeg(np.asarray(Image.fromarray(base).resize((size // 2, size // 2)))),
+    }
+    trim = max(1, round(0.01 * size))
+    files[f"copies/{name}_trimmed.jpg"] = credentials.jpeg(base[trim:-trim, trim:-trim])
+    objects = []
+    for relative, payload in files.items():
+        (directory / "images" / relative).write_bytes(payload)
+        objects.append(SampleObject(f"images/{relative}", relative.split("/", 1)[0], None))
     return objects
 
 

@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print_findings(output, summary.scan_id)
     print_scorecard(archive, output, summary.scan_id)
+    print_provenance(output, summary.scan_id)
     from jobs.cli import main as forgescan
+
+    if forgescan(["duplicates", str(output)]) == 0:
+        print_duplicate_groups(output)
 
     forgescan(["report", str(output), "--scan-id", summary.scan_id, "--limit", "24"])
     return 0
@@ -53,6 +57,30 @@ def print_findings(output: Path, scan_id: str, limit: int = 8) -> None:
     print(duckdb.sql(query))
     print("query the results yourself:\n  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"SELECT verdict, count(*) "
           f"FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) GROUP BY 1\\\"))\"")
+
+
+def print_provenance(output: Path, scan_id: str) -> None:
+    """What the files declare about themselves: AI source, content-credential state, generator hint."""
+    import duckdb
+
+    query = f"""
+        SELECT regexp_replace(uri, '.*/images/', '') AS object, verdict,
+               coalesce(provenance.c2pa_digital_source_type, provenance.xmp_digital_source_type) AS declared_source,
+               provenance.c2pa_validation AS credentials, provenance.generator_hint AS generator
+        FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1, union_by_name=1)
+        WHERE scan_id = '{scan_id}' AND (provenance.declared_ai OR provenance.c2pa_present) ORDER BY object"""
+    print("\ndeclared provenance (C2PA content credentials, XMP digital source type, generation parameters):")
+    print(duckdb.sql(query))
+
+
+def print_duplicate_groups(output: Path) -> None:
+    import duckdb
+
+    query = f"""
+        SELECT group_id, group_size, string_agg(regexp_replace(uri, '.*/images/', ''), ', ' ORDER BY uri) AS members
+        FROM read_parquet('{output}/_forgescan/duplicates/groups.parquet') GROUP BY 1, 2 ORDER BY 2 DESC, 3"""
+    print("\nnear-duplicate groups (PDQ Hamming distance <= 31; `forgescan duplicates` wrote them):")
+    print(duckdb.sql(query))
 
 
 def print_scorecard(archive: Path, output: Path, scan_id: str) -> None:

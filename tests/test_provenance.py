@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 
 from forensics.provenance import read_provenance
 from forensics.verdict import AI_GENERATED, MANIPULATED, decide_verdict
-from tests.content_credentials import (
+from forensics.content_credentials import (
     A1111_PARAMETERS, COMFYUI_PROMPT, exif_with, jpeg, picture, png, sign_with_c2pa, tamper_pixels, xmp_packet,
 )
 
@@ -146,3 +147,28 @@ def readme_declared_ai_recipe(output) -> list[tuple]:
 
     query = readme_block("Images that declare an AI source", "sql").replace("DEST", str(output))
     return [(uri, hint) for uri, hint, *_ in duckdb.sql(query).fetchall()]
+
+
+def test_sample_archive_carries_each_signal_and_a_demo_scan_reports_them(ray_local, tiny_checkpoints, tmp_path):
+    from forensics.synthetic import write_provenance_examples, real_photographs
+    from jobs.cli import main
+    from tests.test_scan import read_scan, scan
+
+    archive = tmp_path / "archive"
+    write_provenance_examples(archive, real_photographs()[0], size=96)
+    (archive / "images/unrelated.jpg").write_bytes(jpeg(picture(5, (96, 96))))
+    summary = scan(archive / "images", tmp_path / "out", tiny_checkpoints)
+    rows = {row["uri"].split("/images/", 1)[1]: row for row in read_scan(tmp_path / "out", summary.scan_id)}
+    signed, tampered = rows["provenance/c2pa_signed_ai_source.jpg"], rows["provenance/c2pa_tampered_after_signing.jpg"]
+    assert signed["provenance"]["c2pa_validation"] == "untrusted_signer"  # signature checks out; the throwaway root is not trusted
+    assert signed["provenance"]["c2pa_digital_source_type"] == "trainedAlgorithmicMedia"
+    assert signed["verdict"] == "ai_generated" and any(r.startswith("declared AI source") for r in signed["reasons"])
+    assert tampered["provenance"]["c2pa_validation"] == "invalid"
+    assert rows["provenance/webui_generation_parameters.png"]["provenance"]["generator_hint"].startswith("Stable Diffusion web UI")
+    assert rows["provenance/xmp_ai_source.jpg"]["provenance"]["xmp_digital_source_type"] == "trainedAlgorithmicMedia"
+    assert main(["duplicates", str(tmp_path / "out")]) == 0
+    groups = pq.read_table(tmp_path / "out" / "_forgescan" / "duplicates" / "groups.parquet").to_pylist()
+    group_of = {row["uri"].split("/images/", 1)[1]: row["group_id"] for row in groups}
+    copies = [name for name in rows if name.startswith("copies/")]
+    assert len(copies) == 4 and len({group_of[name] for name in copies}) == 1
+    assert "unrelated.jpg" not in group_of

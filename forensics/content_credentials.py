@@ -1,4 +1,4 @@
-"""Real test files for provenance: C2PA manifests signed with a throwaway certificate chain, XMP, EXIF, PNG chunks."""
+"""Files that carry each provenance signal (C2PA signed with a throwaway certificate, tampered, XMP, EXIF, PNG chunks): for the demo archive and the tests."""
 
 from __future__ import annotations
 
