@@ -49,6 +49,8 @@ class ScanSummary:
     classifier_version: str
     segmenter_version: str
     rows_in_scan: int = 0
+    # Of skipped_unchanged: objects whose latest error is permanent (not an image, empty, ...), not read again.
+    skipped_permanent_errors: int = 0
     notes: list[str] = field(default_factory=list)
     # Wall seconds of each phase, in order (PhaseClock): what a scan pays once, and the pipeline itself.
     timings: dict = field(default_factory=dict)
@@ -63,7 +65,9 @@ class ScanSummary:
             f"forgescan scan {self.scan_id} ({self.mode}) finished",
             f"  source      {self.source}",
             f"  output      {self.output}/scan_id={self.scan_id}/",
-            f"  listed      {self.listed} objects; {self.skipped_unchanged} unchanged since an earlier scan, "
+            f"  listed      {self.listed} objects; {self.skipped_unchanged} unchanged since an earlier scan"
+            + (f" ({self.skipped_permanent_errors} of them with a permanent error)" if self.skipped_permanent_errors else "")
+            + ", "
             f"{self.already_committed} already done before a resume",
             f"  processed   {self.processed} in {self.seconds:.1f} s ({self.images_per_second:.1f} objects/s)",
             f"  results     {self.ok} ok, {self.errors} errors; rows in this scan: {self.rows_in_scan}",
@@ -303,6 +307,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     dataset = dataset.map_batches(
         skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
         fn_kwargs={"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
+                   "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
                    "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json},
     )
     dataset = dataset.map_batches(
@@ -351,6 +356,13 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     lease.check()  # never mark a scan complete that another driver took over
     counts = state.count_rows(plan.scan_id)
     clock.lap("counting")
+    try:  # fold this scan into the latest-state table (if the manifest below is never written, the next plan
+        # sees a folded scan that is not complete and rebuilds the table); if this fails, the next plan folds it
+        state.latest_state(columns=[], finishing=plan.scan_id)
+    except Exception as error:  # noqa: BLE001 - the scan's rows are committed; only the planning table lags
+        logger.warning("could not update the latest-state table of %s (%s: %s); the next scan brings it up to date",
+                       output.uri, type(error).__name__, strip_credentials(str(error)))
+    clock.lap("state_table")
     manifest.state = COMPLETE
     manifest.finished_at = utc_now()
     manifest.counts = {**counts, **listing}
@@ -365,6 +377,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
         ok=counts["ok"], errors=counts["errors"], verdicts=counts["verdicts"], error_kinds=counts["error_kinds"],
         seconds=time.monotonic() - started, classifier_version=classifier_card.version,
         segmenter_version=segmenter_card.version, rows_in_scan=counts["rows"], timings=manifest.timings,
+        skipped_permanent_errors=listing.get("unchanged_permanent_errors", 0),
     )
     if not classifier_card.trained or not segmenter_card.trained:
         summary.notes.append("untrained model weights in use: verdicts are not meaningful (see README, Training)")

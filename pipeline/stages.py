@@ -347,30 +347,50 @@ def assemble_rows(
     return pa.Table.from_pylist(rows, schema=schema.OUTPUT_SCHEMA)
 
 
+# Sorted hash arrays of the running scan's plan, fetched once per worker process (by object ref), not per block.
+_PROBES: dict[str, np.ndarray] = {}
+
+
+def _probe(ref) -> np.ndarray:
+    import ray
+
+    key = ref.hex()
+    if key not in _PROBES:
+        if len(_PROBES) >= 6:  # another scan's arrays: let them go
+            _PROBES.clear()
+        _PROBES[key] = ray.get(ref)
+    return _PROBES[key]
+
+
 def skip_done_objects(
     batch: pa.Table,
     skip_uris_ref,
     skip_identities_ref,
+    skip_permanent_errors_ref,
     counter,
     endpoint_url: str | None,
     storage_options_json: str,
 ) -> pa.Table:
-    """Drop objects already committed in this scan (resume) or unchanged since an earlier scan (incremental).
+    """Drop objects already committed in this scan (resume), unchanged since their latest `ok` row, or unchanged
+    since a permanent error (pipeline.latest_state.PERMANENT_ERROR_KINDS) in an earlier scan (incremental).
 
-    Manifest entries carry only a URI; their size/ETag are looked up here so that
-    unchanged objects are still recognised.
+    Each set is a sorted array of 64-bit hashes probed by binary search: the cost per
+    object does not grow with the number of objects earlier scans saw. Manifest
+    entries carry only a URI; their size/ETag are looked up here so that unchanged
+    objects are still recognised.
     """
-    import pyarrow.compute as pc
-    import ray
-
-    from pipeline.state import identity_key
+    from pipeline.latest_state import contains, identity_hashes, string_hashes
 
     listed = batch.num_rows
-    skip_uris, skip_identities = ray.get([skip_uris_ref, skip_identities_ref])
+    skip_uris, skip_identities, skip_permanent = (_probe(r) for r in (skip_uris_ref, skip_identities_ref,
+                                                                     skip_permanent_errors_ref))
     if len(skip_uris):
-        batch = batch.filter(pc.invert(pc.is_in(batch.column(schema.URI), value_set=skip_uris)))
+        batch = batch.filter(pa.array(~contains(skip_uris, string_hashes(batch.column(schema.URI)))))
     resumed = listed - batch.num_rows
-    if len(skip_identities) and batch.num_rows:
+    permanent_errors = 0
+    if (len(skip_identities) or len(skip_permanent)) and batch.num_rows:
+        import pyarrow.compute as pc
+
         missing = pc.and_(pc.is_null(batch.column(schema.ETAG)), pc.is_null(batch.column(schema.MTIME)))
         if pc.any(missing).as_py():
             rows = batch.to_pylist()
@@ -381,11 +401,15 @@ def skip_done_objects(
                     except Exception:
                         pass  # the fetch step will report the object as an error row
             batch = pa.Table.from_pylist(rows, schema=batch.schema)
-        keys = identity_key(batch.column(schema.URI), batch.column(schema.SIZE_BYTES), batch.column(schema.ETAG), batch.column(schema.MTIME))
-        batch = batch.filter(pc.invert(pc.is_in(keys, value_set=skip_identities)))
+        hashes = identity_hashes(batch.column(schema.URI), batch.column(schema.SIZE_BYTES), batch.column(schema.ETAG),
+                                 batch.column(schema.MTIME))
+        known_error = contains(skip_permanent, hashes)
+        permanent_errors = int(known_error.sum())
+        batch = batch.filter(pa.array(~(contains(skip_identities, hashes) | known_error)))
     unchanged = listed - resumed - batch.num_rows
     if counter is not None:
-        counter.add.remote(listed=listed, already_committed=resumed, unchanged=unchanged)
+        counter.add.remote(listed=listed, already_committed=resumed, unchanged=unchanged,
+                           unchanged_permanent_errors=permanent_errors)
     return batch
 
 
@@ -393,7 +417,7 @@ class ListingCounter:
     """A tiny actor that tallies what the listing produced and what was skipped."""
 
     def __init__(self):
-        self.counts = {"listed": 0, "already_committed": 0, "unchanged": 0}
+        self.counts = {"listed": 0, "already_committed": 0, "unchanged": 0, "unchanged_permanent_errors": 0}
 
     def add(self, **increments: int) -> None:
         for key, value in increments.items():

@@ -5,8 +5,10 @@ whether it is `running` or `complete`, with counts and model versions. The
 committed Parquet files are the truth about which objects are done, so:
 - an interrupted scan of the same source resumes under its scan_id and skips
   the URIs already committed for it (exactly one row per object per scan);
-- a new scan skips objects whose identity (uri, size, ETag, mtime) matches an
-  `ok` row of an earlier complete scan, unless `--full`.
+- a new scan skips objects whose identity (uri, size, ETag, mtime) matches
+  their latest `ok` row, or latest permanent error (not an image, empty, ...),
+  in the earlier complete scans, unless `--full`. Planning reads that from the
+  compact latest-state table (pipeline.latest_state), never the scans.
 
 Manifests are written atomically (a renamed local file, one PUT on object
 stores). Readers never trust a file blindly: an unreadable manifest or a
@@ -28,12 +30,16 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline import schema
+from pipeline.latest_state import (
+    IDENTITY_HASH, PERMANENT_ERROR, PLANNING_COLUMNS, LatestStateTable, string_hashes,
+)
 from pipeline.sink import scan_directory
 from pipeline.storage import Location, filesystem_for, storage_options_key, strip_credentials
 
@@ -160,26 +166,37 @@ class ScanState:
             return pa.table({c: pa.array([], schema.OUTPUT_SCHEMA.field(c).type) for c in columns})
         return dataset.to_table(columns=columns)
 
-    def previous_results(self, completed_scan_ids: list[str], columns: list[str]) -> pa.Table:
-        tables = [self.scan_rows(scan_id, columns) for scan_id in completed_scan_ids]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
-            return pa.table({c: pa.array([], schema.OUTPUT_SCHEMA.field(c).type) for c in columns})
-        return pa.concat_tables(tables)
-
     def count_rows(self, scan_id: str) -> dict:
-        table = self.scan_rows(scan_id, [schema.URI, schema.STATUS, schema.VERDICT, schema.ERROR])
-        statuses = table.column(schema.STATUS).to_pylist()
-        verdicts = table.column(schema.VERDICT).to_pylist()
-        errors = [e.split(":", 1)[0] for e in table.column(schema.ERROR).to_pylist() if e]
-        return {
-            "rows": table.num_rows,
-            "distinct_uris": len(set(table.column(schema.URI).to_pylist())),
-            "ok": statuses.count(schema.STATUS_OK),
-            "errors": statuses.count(schema.STATUS_ERROR),
-            "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
-            "error_kinds": {k: errors.count(k) for k in sorted(set(errors))},
-        }
+        """Rows, objects, statuses, verdicts and error kinds of one scan, counted by DuckDB over the Parquet
+        files (four small columns read, nothing materialised in Python)."""
+        import duckdb
+
+        dataset = self._dataset(scan_directory(self.output, scan_id))
+        counts = {"rows": 0, "distinct_uris": 0, "ok": 0, "errors": 0, "verdicts": {}, "error_kinds": {}}
+        if dataset is None:
+            return counts
+        connection = duckdb.connect()
+        connection.register("scan_rows", dataset)
+        grouped = connection.sql(
+            f"SELECT {schema.STATUS}, {schema.VERDICT}, split_part({schema.ERROR}, ':', 1), count(*) "
+            "FROM scan_rows GROUP BY ALL").fetchall()
+        counts["distinct_uris"] = connection.sql(f"SELECT count(DISTINCT {schema.URI}) FROM scan_rows").fetchall()[0][0]
+        connection.close()
+        for status, verdict, kind, n in grouped:
+            counts["rows"] += n
+            counts["ok" if status == schema.STATUS_OK else "errors"] += n
+            counts["verdicts"][verdict] = counts["verdicts"].get(verdict, 0) + n
+            if kind:
+                counts["error_kinds"][kind] = counts["error_kinds"].get(kind, 0) + n
+        counts["verdicts"] = dict(sorted(counts["verdicts"].items()))
+        counts["error_kinds"] = dict(sorted(counts["error_kinds"].items()))
+        return counts
+
+    def latest_state(self, columns: list[str] | None = None, finishing: str | None = None) -> pa.Table:
+        """The latest state per object over every complete scan (pipeline.latest_state), folded up to date;
+        `finishing` counts a scan whose rows are all committed as complete already."""
+        complete = [m.scan_id for m in self.manifests() if m.state == COMPLETE] + ([finishing] if finishing else [])
+        return LatestStateTable(self).current(complete, columns)
 
 
 def open_committed_dataset(fs, location: Location, unreadable: dict[str, str]) -> pads.Dataset | None:
@@ -218,13 +235,6 @@ def open_committed_dataset(fs, location: Location, unreadable: dict[str, str]) -
                         partition_base_dir=location.path)
 
 
-def identity_key(uris, sizes, etags, mtimes) -> pa.Array:
-    """`uri|size|etag|mtime` as one string per object: equal keys mean an unchanged object."""
-    def text(values):
-        return pc.fill_null(pc.cast(pa.array(values) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values, pa.string()), "")
-    return pc.binary_join_element_wise(text(uris), text(sizes), text(etags), text(mtimes), "|")
-
-
 @dataclass(frozen=True)
 class ScanPlan:
     """What a scan will do: its id, whether it resumes, and which objects it may skip."""
@@ -232,8 +242,10 @@ class ScanPlan:
     scan_id: str
     resumed: bool
     mode: str  # full | incremental | resume
-    skip_uris: pa.Array  # already committed in this scan
-    skip_identities: pa.Array  # unchanged since an earlier complete scan
+    # Sorted uint64 hashes (pipeline.latest_state) the skip stage probes:
+    skip_uris: np.ndarray  # URIs already committed in this scan (resume)
+    skip_identities: np.ndarray  # objects unchanged since an `ok` row of an earlier complete scan
+    skip_permanent_errors: np.ndarray  # objects unchanged since a permanent error (not an image, empty, ...)
     attempts: int = 1
     notes: tuple[str, ...] = ()
 
@@ -244,7 +256,7 @@ class PlanError(RuntimeError):
 
 def plan_scan(state: ScanState, source: str, scan_id: str | None, full: bool, rescan_on_model_change: bool,
               classifier_version: str, segmenter_version: str) -> ScanPlan:
-    empty = pa.array([], pa.string())
+    empty = np.empty(0, dtype=np.uint64)
     manifests = state.manifests()
     notes: list[str] = []
     resumable = None
@@ -271,38 +283,33 @@ def plan_scan(state: ScanState, source: str, scan_id: str | None, full: bool, re
         resumable = None
     if resumable is not None and resumable.state == RUNNING:
         scan_id = resumable.scan_id
-        done = state.scan_rows(scan_id, [schema.URI]).column(schema.URI)
-        skip_uris = pc.unique(done.combine_chunks()) if len(done) else empty
+        skip_uris = np.unique(string_hashes(state.scan_rows(scan_id, [schema.URI]).column(schema.URI)))
     else:
         scan_id = scan_id or new_scan_id()
         skip_uris = empty
-    skip_identities = empty
+    skip_identities = skip_permanent_errors = empty
     if not full:
-        completed = [m.scan_id for m in manifests if m.state == COMPLETE and m.scan_id != scan_id]
-        columns = [schema.URI, schema.SIZE_BYTES, schema.ETAG, schema.MTIME, schema.STATUS,
-                   schema.CLASSIFIER_VERSION, schema.SEGMENTER_VERSION]
-        previous = state.previous_results(completed, columns)
-        if previous.num_rows:
-            keep = pc.equal(previous.column(schema.STATUS), schema.STATUS_OK)
-            if rescan_on_model_change:
-                keep = pc.and_(keep, pc.and_(pc.equal(previous.column(schema.CLASSIFIER_VERSION), classifier_version),
-                                             pc.equal(previous.column(schema.SEGMENTER_VERSION), segmenter_version)))
-            previous = previous.filter(keep)
-            if not rescan_on_model_change and previous.num_rows:
-                other = pc.or_(pc.not_equal(previous.column(schema.CLASSIFIER_VERSION), classifier_version),
-                               pc.not_equal(previous.column(schema.SEGMENTER_VERSION), segmenter_version))
-                older = pc.sum(pc.cast(pc.fill_null(other, False), pa.int64())).as_py() or 0
-                if older:
-                    notes.append(f"{older} objects of earlier scans were judged by other model versions and are skipped "
-                                 f"while unchanged (this run: "
-                                 f"classifier {classifier_version}, segmenter {segmenter_version}); pass "
-                                 "--rescan-on-model-change to re-process them")
-            skip_identities = pc.unique(identity_key(previous.column(schema.URI), previous.column(schema.SIZE_BYTES),
-                                                     previous.column(schema.ETAG), previous.column(schema.MTIME)).combine_chunks()) if previous.num_rows else empty
+        complete = [m.scan_id for m in manifests if m.state == COMPLETE and m.scan_id != scan_id]
+        latest = LatestStateTable(state).current(complete, PLANNING_COLUMNS)
+        if latest.num_rows:
+            hashes = latest.column(IDENTITY_HASH).to_numpy()
+            ok = pc.equal(latest.column(schema.STATUS), schema.STATUS_OK)
+            same_models = pc.fill_null(pc.and_(pc.equal(latest.column(schema.CLASSIFIER_VERSION), classifier_version),
+                                               pc.equal(latest.column(schema.SEGMENTER_VERSION), segmenter_version)), False)
+            reusable = pc.and_(ok, same_models) if rescan_on_model_change else ok
+            skip_identities = np.unique(hashes[reusable.to_numpy(zero_copy_only=False)])
+            skip_permanent_errors = np.unique(hashes[latest.column(PERMANENT_ERROR).to_numpy()])
+            older = pc.sum(pc.cast(pc.and_(ok, pc.invert(same_models)), pa.int64())).as_py() or 0
+            if older and not rescan_on_model_change:
+                notes.append(f"{older} objects of earlier scans were judged by other model versions and are skipped "
+                             f"while unchanged (this run: "
+                             f"classifier {classifier_version}, segmenter {segmenter_version}); pass "
+                             "--rescan-on-model-change to re-process them")
     mode = "resume" if resumable is not None and resumable.state == RUNNING else ("full" if full else "incremental")
     attempts = (resumable.attempts + 1) if resumable is not None and resumable.state == RUNNING else 1
     return ScanPlan(scan_id=scan_id, resumed=mode == "resume", mode=mode, skip_uris=skip_uris,
-                    skip_identities=skip_identities, attempts=attempts, notes=tuple(notes))
+                    skip_identities=skip_identities, skip_permanent_errors=skip_permanent_errors, attempts=attempts,
+                    notes=tuple(notes))
 
 
 LEASE_FILE = "_forgescan/lease.json"
