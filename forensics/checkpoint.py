@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from forensics.model_card import ModelCard
-from forensics.models import ModelBuildError, build_model
+
+if TYPE_CHECKING:  # torch loads only when a model is built: a scan's driver reads cards long before that
+    from torch import nn
 
 
 class CheckpointError(RuntimeError):
@@ -102,6 +103,8 @@ def model_from_weights(data: bytes, card: ModelCard, name: str = "checkpoint") -
     """Build the card's architecture and load safetensors bytes into it, strictly."""
     from safetensors.torch import load as load_safetensors
 
+    from forensics.models import ModelBuildError, build_model
+
     try:
         model = build_model(card)
     except ModelBuildError as error:
@@ -137,6 +140,8 @@ def bundled_checkpoint(kind: str) -> Path | None:
 
 def resolve_model(weights_path: str | Path | None, default_card: ModelCard) -> tuple[nn.Module, ModelCard]:
     """Load a checkpoint, or build the default card's architecture with random weights."""
+    from forensics.models import build_model
+
     if weights_path is None:
         return build_model(default_card), default_card
     return load_checkpoint(weights_path, expected_kind=default_card.kind)

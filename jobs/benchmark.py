@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.end_to_end import EndToEndPlan
+
 DEFAULT_SIZES = (256, 1024, 4096)
 QUICK_SIZES = (32, 64)
 # The best settings measured on the 2-CPU reference machine, then the ScanConfig defaults for comparison
@@ -24,6 +26,26 @@ DEFAULT_SETTINGS = (
     "defaults+16blocks:read_op_min_num_blocks=16",
     "defaults:",
 )
+
+
+def _command_line() -> str:
+    if sys.argv[1:2] == ["benchmark"]:
+        return "forgescan benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    return "python -m jobs.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def run_end_to_end_comparison(args: argparse.Namespace) -> int:
+    from bench.end_to_end import render_table, run_end_to_end
+
+    plan = EndToEndPlan(images=args.images, increment=args.increment, analysis=args.analysis,
+                        batch_size=args.batch_size or EndToEndPlan.batch_size,
+                        results_prefix=args.results or (EndToEndPlan.results_prefix if args.analysis == "triage"
+                                                         else Path(f"{EndToEndPlan.results_prefix}_{args.analysis}")),
+                        command=_command_line())
+    results = run_end_to_end(plan)
+    print(render_table(results))
+    print(f"\nresults: {plan.results_prefix.with_suffix('.json')}")
+    return 0
 
 
 def _sizes(text: str) -> list[int]:
@@ -48,9 +70,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-cpus", type=int, help="logical CPUs of the local Ray instance (default: all cores)")
     parser.add_argument("--results", type=Path, help="results path prefix (default bench/results/throughput, or .data/bench/quick with --quick)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    end_to_end = parser.add_argument_group(
+        "end to end", "process start to exit on one local folder: bare loop, the Ray Data docs pipeline, "
+                      "`forgescan scan` with its fixed costs, and a nightly increment (bench/end_to_end.py)")
+    end_to_end.add_argument("--end-to-end", action="store_true", help="run this comparison instead of the archive-size sweep")
+    end_to_end.add_argument("--images", type=int, default=EndToEndPlan.images,
+                            help=f"images in the folder (default {EndToEndPlan.images})")
+    end_to_end.add_argument("--increment", type=int, default=EndToEndPlan.increment,
+                            help=f"new images added for the nightly-increment scan (default {EndToEndPlan.increment})")
+    end_to_end.add_argument("--analysis", choices=("triage", "native"), default=EndToEndPlan.analysis,
+                            help="the scan's analysis mode; the docs pipeline runs only beside triage, its equal in work "
+                                 f"(default {EndToEndPlan.analysis})")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.end_to_end:
+        return run_end_to_end_comparison(args)
     from bench.throughput import BenchmarkPlan, PipelineSetting, render_table, run_benchmark
 
     batch_size = args.batch_size or (16 if args.quick else 32)
@@ -70,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
         ray_cpus=args.ray_cpus,
         results_prefix=args.results or (Path(".data/bench/quick") if args.quick else Path("bench/results/throughput")),
         show_progress=not args.no_progress,
-        command="forgescan benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:] if sys.argv[1:2] == ["benchmark"])
-        if sys.argv[1:2] == ["benchmark"] else "python -m jobs.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=_command_line(),
     )
     results = run_benchmark(plan)
     print(render_table(results))

@@ -82,6 +82,10 @@ class ScanSummary:
         return "\n".join(lines)
 
 
+# The phases of a scan in the order they run (PhaseClock names; manifests store them sorted by name).
+SCAN_PHASES = ("storage_checks", "cards", "planning", "ray_start", "checkpoints", "manifest", "pipeline", "counting")
+
+
 class PhaseClock:
     """Wall seconds per named phase of a scan, in the order they ran (summary, manifest, `forgescan benchmark`)."""
 
@@ -254,7 +258,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     if config.analysis == TRIAGE:
         classifier_card, segmenter_card = classifier_card.for_triage(), segmenter_card.for_triage()
     hash_bank = load_hash_bank(config.match_bank, endpoint_url, options_json) if config.match_bank else None
-    clock.lap("checkpoints")
+    clock.lap("cards")
 
     source_uri = parse_location(config.source).uri
     output = parse_location(config.output)
