@@ -83,7 +83,8 @@ class ScanSummary:
 
 
 # The phases of a scan in the order they run (PhaseClock names; manifests store them sorted by name).
-SCAN_PHASES = ("storage_checks", "cards", "planning", "ray_start", "checkpoints", "manifest", "pipeline", "counting")
+SCAN_PHASES = ("storage_checks", "cards", "planning", "ray_start", "checkpoints", "manifest", "pipeline", "counting",
+               "state_table")
 
 
 class PhaseClock:
