@@ -1,6 +1,6 @@
 """The latest state of every object an output has seen, in one compact table: what keeps planning flat.
 
-`OUTPUT/_forgescan/latest_state.parquet` holds one row per object URI: its
+`OUTPUT/_forgescan/latest_state.pq` (a Parquet file) holds one row per object URI: its
 identity (size, ETag, mtime and a 64-bit hash of the four), its latest status,
 the kind of its error and whether that error is permanent, the model versions
 and the scan that judged it, and the committed file holding that row. It is
@@ -34,7 +34,9 @@ from pipeline.storage import Location
 
 logger = logging.getLogger("forgescan")
 
-LATEST_STATE_FILE = "_forgescan/latest_state.parquet"
+# Parquet, but not named *.parquet: analysts read `OUTPUT/**/*.parquet` with Hive partitioning, and a file
+# outside `scan_id=` folders would break that glob (DuckDB: "Hive partition mismatch").
+LATEST_STATE_FILE = "_forgescan/latest_state.pq"
 METADATA_KEY = b"forgescan.latest_state"
 IDENTITY_HASH = "identity_hash"  # 64-bit hash of `uri|size|etag|mtime`: equal hashes mean an unchanged object
 ERROR_KIND = "error_kind"  # the error's leading word (`not_an_image`, `read_failed`, ...); null for ok rows
