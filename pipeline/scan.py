@@ -251,11 +251,14 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     segmenter_weights, segmenter_card = load_model_payload(config.segmenter_checkpoint, SEGMENTER, validate=False)
     # Building both models from their weights proves they fit their cards; it takes seconds (timm, smp),
     # so it runs while the plan is made and Ray starts, and nothing is written before it has passed.
-    validation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgescan-checkpoints").submit(
-        lambda: [validate_model_payload(weights, card, str(path or bundled_checkpoint(kind)))
-                 for weights, card, path, kind in (
-                     (classifier_weights, classifier_card, config.classifier_checkpoint, CLASSIFIER),
-                     (segmenter_weights, segmenter_card, config.segmenter_checkpoint, SEGMENTER))])
+    def validate_both() -> None:
+        for weights, card, path, kind in ((classifier_weights, classifier_card, config.classifier_checkpoint, CLASSIFIER),
+                                          (segmenter_weights, segmenter_card, config.segmenter_checkpoint, SEGMENTER)):
+            validate_model_payload(weights, card, str(path or bundled_checkpoint(kind)))
+
+    checkpoint_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgescan-checkpoints")
+    validation = checkpoint_pool.submit(validate_both)
+    checkpoint_pool.shutdown(wait=False)  # its one thread ends with the validation; no thread left per scan
     if config.analysis == TRIAGE:
         classifier_card, segmenter_card = classifier_card.for_triage(), segmenter_card.for_triage()
     hash_bank = load_hash_bank(config.match_bank, endpoint_url, options_json) if config.match_bank else None
