@@ -76,6 +76,12 @@ class ScanConfig:
         if problems:
             raise ConfigError("; ".join(problems))
 
+    @property
+    def listing_block_rows(self) -> int:
+        """Objects per block after the listing (and through the skip stage): big enough that Ray's per-block cost
+        is negligible, small enough that work spreads over the cluster and results commit as the scan goes."""
+        return max(32, 4 * self.decode_batch_size)
+
     def problems(self) -> list[str]:
         """Every setting no scan can run with, as `--flag VALUE: what is allowed` (checked before anything starts)."""
         found: list[str] = []

@@ -42,6 +42,7 @@ IDENTITY_HASH = "identity_hash"  # 64-bit hash of `uri|size|etag|mtime`: equal h
 ERROR_KIND = "error_kind"  # the error's leading word (`not_an_image`, `read_failed`, ...); null for ok rows
 PERMANENT_ERROR = "permanent_error"  # the error is a fact about the bytes: re-reading them cannot help
 COMMITTED_FILE = "file"  # the committed Parquet file holding the row, relative to the output
+ROW_GROUP_ROWS = 65_536  # rows per row group of the table file, and per batch while folding: bounds fold memory
 
 # Errors that are facts about an object's bytes (or what it is), so reading the same bytes again gives the
 # same error: such objects are skipped like `ok` ones until their size, ETag or mtime change. Every other
@@ -137,34 +138,36 @@ class LatestStateTable:
         """The table for these complete scans, brought up to date first (and rewritten when that changed it).
 
         Nothing is rewritten in the common case: planning after a scan that folded itself
-        reads `columns` and no more.
+        reads `columns` and no more. Folding streams the table from its file in record
+        batches: the driver holds the new scans' rows and one batch, not the table.
         """
         complete = list(dict.fromkeys(complete_scan_ids))
         recorded = self._read_record()
         if recorded is None or not set(recorded["folded_scans"]) <= set(complete):
-            table, folded, files = self._empty(), [], {}  # absent, damaged, or a folded scan is no longer complete
+            folded, files, reusable = [], {}, False  # absent, damaged, or a folded scan is no longer complete
         else:
-            table, folded, files = None, recorded["folded_scans"], recorded["files"]
+            folded, files, reusable = recorded["folded_scans"], recorded["files"], True
         committed = self._committed_file_sizes()
         changed = sorted(name for name, size in files.items() if committed.get(name) != size)
         for name in changed:
             self._note_changed_file(name, present=name in committed)
         unfolded = [scan_id for scan_id in complete if scan_id not in folded]
-        if table is None and not changed and not unfolded:
+        if reusable and not changed and not unfolded:
             return self._read(columns)
-        if table is None:
-            table = self._read(None)
-        if changed:
-            table = table.filter(pc.invert(pc.is_in(table.column(COMMITTED_FILE), value_set=pa.array(changed, pa.string()))))
-            files = {name: size for name, size in files.items() if name not in changed}
-        if unfolded:
-            rows = self._rows_of_scans(unfolded)
-            table = latest_per_object(table, rows)
-            for name in set(rows.column(COMMITTED_FILE).to_pylist()):
-                if name in committed:
-                    files[name] = committed[name]
-        self._write(table, [*folded, *unfolded], files)
-        return table.select(columns) if columns is not None else table
+        newer = self._rows_of_scans(unfolded) if unfolded else self._empty()
+        files = {name: size for name, size in files.items() if name not in changed}
+        for name in set(newer.column(COMMITTED_FILE).to_pylist()):
+            if name in committed:
+                files[name] = committed[name]
+        older = self._batches() if reusable else iter(())
+        self._write(fold(older, newer, changed), [*folded, *unfolded], files)
+        return self._read(columns)
+
+    def _batches(self, batch_rows: int = ROW_GROUP_ROWS):
+        """The table's rows as record batches, read from its file one at a time."""
+        opened = open(self.location.path, "rb") if self.filesystem is None else self.filesystem.open(self.location.path, "rb")
+        with opened as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows)
 
     def _empty(self) -> pa.Table:
         return LATEST_STATE_SCHEMA.empty_table()
@@ -254,12 +257,38 @@ class LatestStateTable:
             }).cast(LATEST_STATE_SCHEMA))
         return pa.concat_tables(tables) if tables else self._empty()
 
-    def _write(self, table: pa.Table, folded: list[str], files: dict[str, int]) -> None:
+    def _write(self, batches, folded: list[str], files: dict[str, int]) -> None:
         from pipeline.sink import write_table_atomically
 
         record = json.dumps({"format": 1, "folded_scans": folded, "files": files}, sort_keys=True)
-        table = table.cast(LATEST_STATE_SCHEMA).replace_schema_metadata({METADATA_KEY: record.encode()})
-        write_table_atomically(table, self.location, self.state.endpoint_url, self.state.options_json)
+        table_schema = LATEST_STATE_SCHEMA.with_metadata({METADATA_KEY: record.encode()})
+        row_groups = (piece.cast(table_schema) for batch in batches
+                      for piece in pa.Table.from_batches([batch]).to_batches(max_chunksize=ROW_GROUP_ROWS))
+        write_table_atomically(row_groups, self.location,
+                               self.state.endpoint_url, self.state.options_json, table_schema=table_schema)
+
+
+def fold(older, newer: pa.Table, changed_files: list[str]):
+    """The folded table as record batches: `older` (batches of the table) with `newer` (the rows of newly
+    complete scans) folded in, one row per URI, the latest by scan time as `latest_per_object` picks it;
+    rows held by `changed_files` leave. Older rows of URIs the new scans did not see stream through
+    untouched; those they did see are set aside (no more than `newer` has rows) and settled at the end.
+    """
+    changed = pa.array(changed_files, pa.string())
+    newer_uris = pc.unique(newer.column(schema.URI)) if newer.num_rows else pa.array([], pa.string())
+    contested = []
+    for batch in older:
+        if len(changed):
+            batch = batch.filter(pc.invert(pc.fill_null(pc.is_in(batch.column(COMMITTED_FILE), value_set=changed), False)))
+        if len(newer_uris) and batch.num_rows:
+            seen = pc.is_in(batch.column(schema.URI), value_set=newer_uris)
+            contested.append(pa.Table.from_batches([batch.filter(seen)]))
+            batch = batch.filter(pc.invert(seen))
+        if batch.num_rows:
+            yield batch
+    settled = latest_per_object(pa.concat_tables(contested).cast(LATEST_STATE_SCHEMA) if contested
+                                else LATEST_STATE_SCHEMA.empty_table(), newer)
+    yield from settled.to_batches()
 
 
 def latest_per_object(older: pa.Table, newer: pa.Table) -> pa.Table:
@@ -267,7 +296,7 @@ def latest_per_object(older: pa.Table, newer: pa.Table) -> pa.Table:
     import duckdb
 
     if newer.num_rows == 0:
-        return older
+        return older.cast(LATEST_STATE_SCHEMA)
     connection = duckdb.connect()
     connection.register("older", older.cast(LATEST_STATE_SCHEMA))
     connection.register("newer", newer.cast(LATEST_STATE_SCHEMA))

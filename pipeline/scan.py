@@ -303,10 +303,8 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
                else ray.data.ActorPoolStrategy(size=pool))
 
     # One listing task (a quarter CPU, so it never waits behind the model actors). Ray coalesces
-    # its output into large blocks; a streaming repartition cuts them into blocks of
-    # `listing_block_rows` objects: big enough that Ray's per-block cost is negligible, small
-    # enough that work spreads over the cluster and results commit as the scan goes.
-    listing_block_rows = max(32, 4 * config.decode_batch_size)
+    # its output into large blocks; a streaming repartition cuts them into `listing_block_rows` blocks.
+    listing_block_rows = config.listing_block_rows
     dataset = ray.data.read_datasource(
         ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
                        block_rows=listing_block_rows, exclude=output.uri),

@@ -34,12 +34,19 @@ def scan_directory(output: Location, scan_id: str) -> Location:
     return output.child(f"{schema.SCAN_ID}={scan_id}")
 
 
-def write_table_atomically(table: pa.Table, location: Location, endpoint_url: str | None, storage_options_json: str) -> None:
+def write_table_atomically(table, location: Location, endpoint_url: str | None, storage_options_json: str,
+                           table_schema: pa.Schema | None = None) -> None:
+    """Publish `table` (a pyarrow Table, or record batches of `table_schema` written as they come) whole or not at all."""
     if location.protocol == "file":
         directory, name = os.path.split(location.path)
         os.makedirs(directory, exist_ok=True)
         staging = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.partial")
-        pq.write_table(table, staging, compression="zstd")
+        try:
+            _write_parquet(table, staging, table_schema)
+        except BaseException:
+            if os.path.exists(staging):
+                os.remove(staging)
+            raise
         os.replace(staging, location.path)
         return
     fs = filesystem_for(location.protocol, endpoint_url, storage_options_json)
@@ -47,11 +54,20 @@ def write_table_atomically(table: pa.Table, location: Location, endpoint_url: st
     try:
         # pyarrow closes the stream it writes to even when it fails, and closing an fsspec file
         # completes its upload: it writes through a wrapper whose close does not commit.
-        pq.write_table(table, _UncommittedStream(handle), compression="zstd")
+        _write_parquet(table, _UncommittedStream(handle), table_schema)
         handle.close()  # completes the upload: the object appears only now
     except BaseException:
         _abandon_upload(handle, location)
         raise
+
+
+def _write_parquet(data, where, table_schema: pa.Schema | None) -> None:
+    if isinstance(data, pa.Table):
+        pq.write_table(data, where, compression="zstd")
+        return
+    with pq.ParquetWriter(where, table_schema, compression="zstd") as writer:
+        for batch in data:
+            writer.write_batch(batch)
 
 
 class _UncommittedStream(io.RawIOBase):

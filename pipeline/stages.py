@@ -371,19 +371,30 @@ def skip_done_objects(
     endpoint_url: str | None,
     storage_options_json: str,
 ) -> pa.Table:
+    """The skip stage: `drop_known_objects` with the plan's hash arrays, fetched once per worker process."""
+    skip_uris, skip_identities, skip_permanent = (_probe(r) for r in (skip_uris_ref, skip_identities_ref,
+                                                                     skip_permanent_errors_ref))
+    batch, counts = drop_known_objects(batch, skip_uris, skip_identities, skip_permanent, endpoint_url,
+                                       storage_options_json)
+    if counter is not None:
+        counter.add.remote(**counts)
+    return batch
+
+
+def drop_known_objects(batch: pa.Table, skip_uris: np.ndarray, skip_identities: np.ndarray,
+                       skip_permanent: np.ndarray, endpoint_url: str | None = None,
+                       storage_options_json: str = "") -> tuple[pa.Table, dict[str, int]]:
     """Drop objects already committed in this scan (resume), unchanged since their latest `ok` row, or unchanged
     since a permanent error (pipeline.latest_state.PERMANENT_ERROR_KINDS) in an earlier scan (incremental).
 
     Each set is a sorted array of 64-bit hashes probed by binary search: the cost per
     object does not grow with the number of objects earlier scans saw. Manifest
     entries carry only a URI; their size/ETag are looked up here so that unchanged
-    objects are still recognised.
+    objects are still recognised. Returns the remaining rows and what was dropped.
     """
     from pipeline.latest_state import contains, identity_hashes, string_hashes
 
     listed = batch.num_rows
-    skip_uris, skip_identities, skip_permanent = (_probe(r) for r in (skip_uris_ref, skip_identities_ref,
-                                                                     skip_permanent_errors_ref))
     if len(skip_uris):
         batch = batch.filter(pa.array(~contains(skip_uris, string_hashes(batch.column(schema.URI)))))
     resumed = listed - batch.num_rows
@@ -407,10 +418,8 @@ def skip_done_objects(
         permanent_errors = int(known_error.sum())
         batch = batch.filter(pa.array(~(contains(skip_identities, hashes) | known_error)))
     unchanged = listed - resumed - batch.num_rows
-    if counter is not None:
-        counter.add.remote(listed=listed, already_committed=resumed, unchanged=unchanged,
-                           unchanged_permanent_errors=permanent_errors)
-    return batch
+    return batch, {"listed": listed, "already_committed": resumed, "unchanged": unchanged,
+                   "unchanged_permanent_errors": permanent_errors}
 
 
 class ListingCounter:

@@ -261,3 +261,43 @@ def test_credentials_in_the_endpoint_never_reach_manifests_errors_or_logs(tiny_c
         logging.getLogger("forgescan").info("scan of %s via %s", "s3://bucket/prefix", endpoint)
         logging.getLogger("forgescan").warning(f"presigned https://h/k?X-Amz-Signature={secret}&x=1")
     assert secret not in caplog.text and "127.0.0.1:9" in caplog.text
+
+
+def test_folding_a_scan_keeps_the_latest_row_per_object_and_drops_changed_files():
+    """The streamed fold gives what one DuckDB pass over every row gives: the latest row per URI by scan time,
+    also when an older table row is newer than the new scan's (a resumed scan finishing late), and without the
+    rows of changed files; batches stream through in bounded row groups."""
+    import datetime as dt
+
+    from pipeline import schema as out
+    from pipeline.latest_state import (
+        COMMITTED_FILE, LATEST_STATE_SCHEMA, ROW_GROUP_ROWS, fold, identity_hashes, latest_per_object,
+    )
+
+    def rows(uris, day, scan_id, file):
+        count = len(uris)
+        return pa.table({
+            out.URI: uris, out.SIZE_BYTES: [1] * count, out.ETAG: [f"e{day}"] * count, out.MTIME: [None] * count,
+            "identity_hash": identity_hashes(uris, [1] * count, [f"e{day}"] * count, [None] * count),
+            out.STATUS: ["ok"] * count, "error_kind": [None] * count, "permanent_error": [False] * count,
+            out.CLASSIFIER_VERSION: ["c"] * count, out.SEGMENTER_VERSION: ["s"] * count,
+            out.SCAN_ID: [scan_id] * count,
+            out.SCANNED_AT: [dt.datetime(2026, 1, day, tzinfo=dt.timezone.utc)] * count,
+            COMMITTED_FILE: [file] * count,
+        }).cast(LATEST_STATE_SCHEMA)
+
+    older = pa.concat_tables([rows([f"u{i}" for i in range(0, 150_000)], 1, "a", "a/part-1.parquet"),
+                              rows([f"u{i}" for i in range(150_000, 160_000)], 5, "b", "b/part-1.parquet"),
+                              rows([f"u{i}" for i in range(160_000, 170_000)], 2, "c", "c/part-1.parquet")])
+    newer = rows([f"u{i}" for i in range(140_000, 155_000)] + ["fresh"], 3, "d", "d/part-1.parquet")
+    batches = list(fold(older.to_batches(max_chunksize=ROW_GROUP_ROWS), newer, ["c/part-1.parquet"]))
+    folded = pa.Table.from_batches(batches).cast(LATEST_STATE_SCHEMA)
+
+    expected = latest_per_object(older.filter(pa.compute.not_equal(older.column(COMMITTED_FILE), "c/part-1.parquet")),
+                                 newer)
+    key = [(out.URI, "ascending")]
+    assert folded.sort_by(key).equals(expected.sort_by(key))
+    scans = dict(zip(folded.column(out.URI).to_pylist(), folded.column(out.SCAN_ID).to_pylist()))
+    assert (scans["u0"], scans["u145000"], scans["u152000"], scans["fresh"]) == ("a", "d", "b", "d")
+    assert "u165000" not in scans and len(scans) == 160_001
+    assert max(batch.num_rows for batch in batches[:-1]) <= ROW_GROUP_ROWS

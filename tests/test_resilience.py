@@ -128,6 +128,38 @@ def test_store_faults_are_retried_or_become_error_rows(ray_local, tiny_checkpoin
         assert "testing" not in json.dumps(row, default=str)  # the fake secret never reaches the output
 
 
+def test_permanent_errors_are_skipped_until_they_change_and_transient_errors_are_retried(
+        ray_local, tiny_checkpoints, s3, s3_endpoint, tmp_path):
+    bucket = "error-kinds"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="e/photo.jpg", Body=jpeg_bytes(seed=1))
+    s3.put_object(Bucket=bucket, Key="e/empty.jpg", Body=b"")
+    s3.put_object(Bucket=bucket, Key="e/notes.jpg", Body=b"meeting notes, not a picture\n" * 20)
+    s3.put_object(Bucket=bucket, Key="e/denied.jpg", Body=jpeg_bytes(seed=2))
+    s3.put_object(Bucket=bucket, Key="e/vanished.jpg", Body=jpeg_bytes(seed=3))
+    output = tmp_path / "out"
+    with FaultyS3Proxy(s3_endpoint, denied_keys={"e/denied.jpg"}, vanished_keys={"e/vanished.jpg"}) as proxy:
+        first = scan(f"s3://{bucket}/e", output, tiny_checkpoints, endpoint_url=proxy.endpoint)
+    errors = {r["uri"].rsplit("/", 1)[1]: r["error"].split(":", 1)[0]
+              for r in rows_of(output, first.scan_id) if r["status"] == "error"}
+    assert errors == {"empty.jpg": "empty", "notes.jpg": "not_an_image",
+                      "denied.jpg": "permission_denied", "vanished.jpg": "not_found"}
+
+    # The store recovers: the transient errors are read again, the permanent ones are not.
+    second = scan(f"s3://{bucket}/e", output, tiny_checkpoints, endpoint_url=s3_endpoint)
+    retried = {r["uri"].rsplit("/", 1)[1]: r["status"] for r in rows_of(output, second.scan_id)}
+    assert retried == {"denied.jpg": "ok", "vanished.jpg": "ok"}
+    assert (second.skipped_unchanged, second.skipped_permanent_errors) == (3, 2)
+
+    # A permanent error is judged again once the object changes (new size and ETag).
+    s3.put_object(Bucket=bucket, Key="e/empty.jpg", Body=jpeg_bytes(seed=4))
+    third = scan(f"s3://{bucket}/e", output, tiny_checkpoints, endpoint_url=s3_endpoint)
+    assert {r["uri"].rsplit("/", 1)[1]: r["status"] for r in rows_of(output, third.scan_id)} == {"empty.jpg": "ok"}
+    assert (third.skipped_unchanged, third.skipped_permanent_errors) == (4, 1)
+    manifest = json.loads((output / "_forgescan" / "scans" / f"{third.scan_id}.json").read_text())
+    assert manifest["counts"]["unchanged_permanent_errors"] == 1
+
+
 def test_credentials_never_reach_the_manifest(ray_local, tiny_checkpoints, s3, s3_endpoint, tmp_path):
     s3.create_bucket(Bucket="secret-check")
     s3.put_object(Bucket="secret-check", Key="a.jpg", Body=jpeg_bytes())
