@@ -12,6 +12,7 @@ cards' native views, stitched tiles, calibrated scores), so the figures are
 what a scan of this archive would write. A check that reports; it never asserts.
 
     python -m bench.independent_check [--count 60] [--analysis native|triage] [--output bench/results/independent_check.json]
+                                      [--classifier CKPT] [--segmenter CKPT]   # default: the shipped checkpoints
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def build_archive(count: int, seed: int = 2026):
     return objects
 
 
-def run_check(count: int, analysis: str) -> dict:
+def run_check(count: int, analysis: str, classifier_checkpoint: str | None = None,
+              segmenter_checkpoint: str | None = None) -> dict:
     from sklearn.metrics import roc_auc_score
 
     from forensics.checkpoint import bundled_checkpoint
@@ -123,8 +125,8 @@ def run_check(count: int, analysis: str) -> dict:
     from forensics.masks import mask_at_original_size
     from forensics.metrics import PixelCounts
 
-    classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint("classifier"))
-    segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint("segmenter"))
+    classifier = ClassifierPredictor.from_checkpoint(classifier_checkpoint or bundled_checkpoint("classifier"))
+    segmenter = SegmenterPredictor.from_checkpoint(segmenter_checkpoint or bundled_checkpoint("segmenter"))
     if analysis == "triage":
         classifier.card, segmenter.card = classifier.card.for_triage(), segmenter.card.for_triage()
     threshold = segmenter.card.threshold("pixel")
@@ -163,8 +165,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--analysis", choices=("native", "triage"), default="native")
     parser.add_argument("--output", type=Path, default=Path("bench/results/independent_check.json"))
+    parser.add_argument("--classifier", help="classifier checkpoint (default: the shipped one)")
+    parser.add_argument("--segmenter", help="segmenter checkpoint (default: the shipped one)")
     args = parser.parse_args()
-    result = run_check(args.count, args.analysis)
+    result = run_check(args.count, args.analysis, args.classifier, args.segmenter)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))

@@ -90,12 +90,12 @@ def load_hashes(config: DuplicatesConfig) -> tuple[pa.Table, object, object]:
     results = ScanResults(config.output, config.endpoint_url, config.storage_options)
     if results.dataset is None:
         raise DuplicatesError(f"no scan rows under {config.output}: run `forgescan scan SOURCE --output {config.output}` first")
-    table = results.connection.execute(f"""
+    table = results.connection.sql(f"""
         SELECT {", ".join(MEMBER_COLUMNS)} FROM results
         WHERE {schema.STATUS} = 'ok' AND {schema.PDQ_HASH} IS NOT NULL AND {schema.PDQ_QUALITY} >= ?
         QUALIFY row_number() OVER (PARTITION BY {schema.URI}, {schema.SHA256} ORDER BY {schema.SCANNED_AT} DESC) = 1
         ORDER BY {schema.URI}, {schema.SHA256}
-    """, [config.min_quality]).to_arrow_table()
+    """, params=[config.min_quality]).to_arrow_table()
     if isinstance(table, pa.RecordBatchReader):
         table = table.read_all()
     return table, results.state.fs, results.location
