@@ -6,7 +6,9 @@ and every failure names the file and says how to fix it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -130,6 +132,47 @@ def model_from_weights(data: bytes, card: ModelCard, name: str = "checkpoint") -
 
 
 BUNDLED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
+
+
+# Where checkpoints that were proven to build are remembered (one empty file per digest), so that a scheduled
+# scan does not import torch in its driver every night to re-prove the same bytes. FORGESCAN_CACHE_DIR moves it.
+VALIDATED_CHECKPOINTS = "validated-checkpoints"
+
+
+def cache_directory() -> Path:
+    base = os.environ.get("FORGESCAN_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "forgescan"
+    return Path(base).expanduser()
+
+
+def validation_digest(data: bytes, card: ModelCard) -> str:
+    """What a successful build proves: these weights, this card, these library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256(data)
+    digest.update(card.to_json().encode())
+    for package in ("torch", "timm", "segmentation-models-pytorch", "safetensors"):
+        try:
+            digest.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=absent".encode())
+    return digest.hexdigest()
+
+
+def validate_weights(data: bytes, card: ModelCard, name: str = "checkpoint") -> bool:
+    """Prove the weights build the card's model (raises CheckpointError), once per content digest.
+
+    Returns True when the model was built now, False when these bytes were proven before.
+    """
+    marker = cache_directory() / VALIDATED_CHECKPOINTS / validation_digest(data, card)
+    if marker.exists():
+        return False
+    model_from_weights(data, card, name)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only home: validate again next time
+    return True
 
 
 def bundled_checkpoint(kind: str) -> Path | None:

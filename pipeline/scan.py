@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from forensics.checkpoint import CheckpointError, bundled_checkpoint, model_from_weights, read_checkpoint
+from forensics.checkpoint import CheckpointError, bundled_checkpoint, read_checkpoint, validate_weights
 from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard, default_classifier_card, default_segmenter_card
 from pipeline.config import TRIAGE, ScanConfig
 from pipeline.listing import ArchiveListing
@@ -115,9 +115,10 @@ def load_model_payload(path: str | None, kind: str, validate: bool = True) -> tu
 
 
 def validate_model_payload(data: bytes | None, card: ModelCard, source: str) -> None:
-    """Build the card's model from the weights: architecture, names and shapes must fit (raises CheckpointError)."""
+    """Build the card's model from the weights: architecture, names and shapes must fit (raises CheckpointError);
+    bytes proven before (forensics.checkpoint.validate_weights) are not built again."""
     if data is not None:
-        model_from_weights(data, card, source)
+        validate_weights(data, card, source)
 
 
 def ensure_output_writable(config: ScanConfig, endpoint_url: str | None) -> None:
@@ -311,7 +312,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
         override_num_blocks=1, num_cpus=0.25,
     ).repartition(target_num_rows_per_block=listing_block_rows)
     dataset = dataset.map_batches(
-        skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
+        skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=config.decode_cpus,
         fn_kwargs={"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
                    "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
                    "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json},
@@ -337,7 +338,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
         # (e.g. killed for memory) and retry its batch; nothing is lost.
     )
     dataset = dataset.map_batches(
-        assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.5,
+        assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.25,
         fn_kwargs={"scan_id": plan.scan_id, **row_settings(classifier_card, segmenter_card)},
     )
     if hash_bank is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 
 # Fake credentials before anything starts Ray, so the raylet and its workers inherit them.
 from pipeline.local_s3 import FAKE_CREDENTIALS
@@ -12,6 +13,8 @@ os.environ.update(FAKE_CREDENTIALS)
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
+# Checkpoints proven to build are remembered per digest (forensics.checkpoint.validate_weights): not in the user's cache.
+os.environ["FORGESCAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="forgescan-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

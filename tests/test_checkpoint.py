@@ -68,3 +68,18 @@ def test_classifier_given_where_segmenter_expected(tmp_path):
 def test_unknown_encoder_lists_choices():
     with pytest.raises(ModelBuildError, match="supported encoders"):
         build_model(ModelCard(kind="segmenter", architecture={"encoder_name": "nope"}, version="x"))
+
+
+def test_validation_is_remembered_per_weights_and_card_and_a_misfit_is_never_remembered(tmp_path, monkeypatch):
+    from forensics.checkpoint import read_checkpoint, validate_weights
+
+    monkeypatch.setenv("FORGESCAN_CACHE_DIR", str(tmp_path / "cache"))
+    card = default_segmenter_card((64, 64))
+    data, card = read_checkpoint(save_checkpoint(build_model(card), card, tmp_path / "seg"))
+    assert validate_weights(data, card) is True  # built now
+    assert validate_weights(data, card) is False  # the same bytes and card: proven before, not rebuilt
+    assert validate_weights(data, card.replace(version="retrained")) is True  # another card is proven again
+    misfit = card.replace(architecture={"arch": "Unet", "encoder_name": "resnet18", "classes": 1})
+    for _ in range(2):  # refused every time: a failure is never remembered
+        with pytest.raises(CheckpointError, match="does not match architecture"):
+            validate_weights(data, misfit, "seg.safetensors")
