@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import ANALYSIS_MODES, NATIVE
+
 
 def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None,
                   analysis: str = "native") -> dict:
@@ -161,7 +163,7 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--analysis", choices=("native", "triage"), default="native")
+    parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=NATIVE)
     args = parser.parse_args()
     paths = sorted(str(p) for p in Path(args.folder).iterdir() if p.is_file())
     print(json.dumps(run_bare_loop(paths, args.batch_size, args.threads, analysis=args.analysis)))

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from pipeline.config import ANALYSIS_MODES, NATIVE
+
 
 def reserved_photographs() -> list[tuple[str, np.ndarray]]:
     import matplotlib.cbook
@@ -163,7 +165,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=60)
-    parser.add_argument("--analysis", choices=("native", "triage"), default="native")
+    parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=NATIVE)
     parser.add_argument("--output", type=Path, default=Path("bench/results/independent_check.json"))
     parser.add_argument("--classifier", help="classifier checkpoint (default: the shipped one)")
     parser.add_argument("--segmenter", help="segmenter checkpoint (default: the shipped one)")

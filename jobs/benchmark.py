@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.end_to_end import EndToEndPlan
+from pipeline.config import ANALYSIS_MODES
 
 DEFAULT_SIZES = (256, 1024, 4096)
 QUICK_SIZES = (32, 64)
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"images in the folder (default {EndToEndPlan.images})")
     end_to_end.add_argument("--increment", type=int, default=EndToEndPlan.increment,
                             help=f"new images added for the nightly-increment scan (default {EndToEndPlan.increment})")
-    end_to_end.add_argument("--analysis", choices=("triage", "native"), default=EndToEndPlan.analysis,
+    end_to_end.add_argument("--analysis", choices=ANALYSIS_MODES, default=EndToEndPlan.analysis,
                             help="the scan's analysis mode; the docs pipeline runs only beside triage, its equal in work "
                                  f"(default {EndToEndPlan.analysis})")
 
