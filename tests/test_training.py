@@ -277,6 +277,25 @@ def test_native_tile_segmenter_trains_on_a_native_window_with_its_mask():
     assert np.array_equal(window_mask[:20, :25], mask[:20, :25])
 
 
+def test_training_windows_are_placed_over_a_small_edit_when_asked():
+    rng = np.random.default_rng(1)
+    original = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    mask = np.zeros((300, 400), np.uint8)
+    mask[250:262, 10:22] = 3  # a small removed region in one corner: a random 32 px window rarely sees it
+    always = AugmentConfig(flip_probability=0.0, resize_probability=0.0, blur_probability=0.0,
+                           jpeg_probability=0.0, manipulated_window_probability=1.0)
+    for _ in range(50):
+        pixels, window_mask = augment(rng, Image.fromarray(original), (32, 32), always, mask=mask,
+                                      resize_mode="native_tiles")
+        assert pixels.shape == (32, 32, 3) and (window_mask == 3).any()
+    random_hits = sum((augment(rng, Image.fromarray(original), (32, 32), AugmentConfig.none(), mask=mask,
+                               resize_mode="native_tiles", random_crop=True)[1] == 3).any() for _ in range(50))
+    assert random_hits < 25  # without it, most windows miss the edit
+    authentic = np.zeros((300, 400), np.uint8)  # nothing to aim at: an ordinary random window
+    _, window_mask = augment(rng, Image.fromarray(original), (32, 32), always, mask=authentic, resize_mode="native_tiles")
+    assert window_mask.shape == (32, 32) and not window_mask.any()
+
+
 
 def test_lite0_imagenet_weights_renamed_for_timm_start_the_classifier(tmp_path):
     from safetensors.torch import load_file

@@ -33,10 +33,15 @@ class AugmentConfig:
     blur_radius: tuple[float, float] = (0.2, 1.2)
     jpeg_probability: float = 0.5
     jpeg_quality: tuple[int, int] = (65, 96)
+    # Native-tile segmenters: the share of training windows placed over a manipulated pixel. A random window of a
+    # large image mostly misses a small edit, and the rarer classes are then hardly ever seen (nnU-Net's
+    # foreground oversampling; validation windows stay centred).
+    manipulated_window_probability: float = 0.5
 
     @classmethod
     def none(cls) -> "AugmentConfig":
-        return cls(flip_probability=0.0, resize_probability=0.0, blur_probability=0.0, jpeg_probability=0.0)
+        return cls(flip_probability=0.0, resize_probability=0.0, blur_probability=0.0, jpeg_probability=0.0,
+                   manipulated_window_probability=0.0)
 
 
 def resize_like_scanner(image: Image.Image, input_size: tuple[int, int]) -> Image.Image:
@@ -59,23 +64,39 @@ def random_crop_native(rng: np.random.Generator, image: Image.Image, input_size:
 
 
 def native_window(
-    rng: np.random.Generator, image: Image.Image, mask_image: Image.Image | None, input_size: tuple[int, int], random: bool
+    rng: np.random.Generator, image: Image.Image, mask_image: Image.Image | None, input_size: tuple[int, int], random: bool,
+    manipulated_window_probability: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One tile-sized window of the image (and its mask) at native resolution: where the scan's tiles look.
 
-    Random position in training, the centre in validation; mirrored at the edges like a scan tile.
+    Random position in training, the centre in validation; mirrored at the edges like a scan tile. With
+    `manipulated_window_probability`, a training window is placed so that it holds a manipulated pixel picked at
+    random (anywhere inside the window), when the mask has one.
     """
     height, width = input_size
     pixels = np.asarray(image, dtype=np.uint8)
+    if mask_image is not None and mask_image.size != image.size:  # geometric augmentation resized the image
+        mask_image = mask_image.resize(image.size, Image.NEAREST)
+    mask_pixels = None if mask_image is None else np.asarray(mask_image)
     top = int(rng.integers(0, max(0, image.height - height) + 1)) if random else max(0, (image.height - height) // 2)
     left = int(rng.integers(0, max(0, image.width - width) + 1)) if random else max(0, (image.width - width) // 2)
+    if random and mask_pixels is not None and rng.random() < manipulated_window_probability:
+        rows, columns = np.nonzero(mask_pixels)
+        if rows.size:
+            pick = int(rng.integers(rows.size))
+            top = _window_start_holding(rng, int(rows[pick]), height, image.height)
+            left = _window_start_holding(rng, int(columns[pick]), width, image.width)
     window = cut(pixels, top, left, height, width)
-    if mask_image is None:
+    if mask_pixels is None:
         return window, None
-    if mask_image.size != image.size:  # geometric augmentation resized the image: move the mask with it
-        mask_image = mask_image.resize(image.size, Image.NEAREST)
-    mask = cut(np.asarray(mask_image), top, left, height, width)
-    return window, mask
+    return window, cut(mask_pixels, top, left, height, width)
+
+
+def _window_start_holding(rng: np.random.Generator, position: int, length: int, extent: int) -> int:
+    """A random window start along one axis such that [start, start + length) holds `position` and stays inside
+    the image (or starts at 0 when the image is shorter than the window)."""
+    low, high = max(0, position - length + 1), min(position, max(0, extent - length))
+    return int(rng.integers(low, high + 1)) if high >= low else 0
 
 
 def jpeg_recompress(image: Image.Image, quality: int) -> Image.Image:
@@ -116,7 +137,8 @@ def augment(
     if rng.random() < config.jpeg_probability:
         image = jpeg_recompress(image, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
     if resize_mode == NATIVE_TILES:
-        window, mask_pixels = native_window(rng, image, mask_image, input_size, random_crop)
+        window, mask_pixels = native_window(rng, image, mask_image, input_size, random_crop,
+                                            config.manipulated_window_probability)
         return window, None if mask_pixels is None else _like(mask_pixels, mask)
     if resize_mode in (CENTER_CROP, NATIVE_CROPS):
         pixels = random_crop_native(rng, image, input_size) if random_crop else center_crop(image, *input_size)
