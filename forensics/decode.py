@@ -52,6 +52,9 @@ from forensics.model_card import CENTER_CROP, NATIVE_CROPS, NATIVE_TILES, RESIZE
 
 NATIVE_MODES = (CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
 DRAFT_MIN_SIDE = 512
+# A spec `(height, width, LUMA)` asks for the whole image resized to grey (ITU-R 601 luma, PDQ's own weights):
+# a third of the resampling work of an RGB resize, for a view that only needs luminance (the PDQ hash).
+LUMA = "luma"
 
 
 def decode_image(
@@ -135,6 +138,8 @@ def decode_image(
         elif len(spec) > 2 and spec[2] in (NATIVE_CROPS, NATIVE_TILES):
             inputs[spec] = native  # the same full-resolution array for every native spec
             continue
+        elif len(spec) > 2 and spec[2] == LUMA:
+            inputs[spec] = np.asarray(rgb.convert("L").resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
         else:
             inputs[spec] = np.asarray(rgb.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
     return DecodedImage(format=image_format, width=width, height=height, inputs=inputs)

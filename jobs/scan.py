@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import ANALYSIS_MODES, ConfigError, ScanConfig
+from pipeline.config import ANALYSIS_MODES, AUTO, ConfigError, ScanConfig
 
 
-def _pool_size(text: str) -> int | tuple[int, int]:
-    """`N` or `MIN-MAX`; the ranges themselves are checked by ScanConfig."""
+def _pool_size(text: str) -> int | tuple[int, int] | str:
+    """`auto`, `N` or `MIN-MAX`; the ranges themselves are checked by ScanConfig."""
+    if text.strip().lower() == AUTO:
+        return AUTO
     try:
         if "-" in text.strip().lstrip("-"):
             low, high = text.strip().split("-", 1)
             return int(low), int(high)
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not N or MIN-MAX (whole numbers, e.g. 2 or 1-4)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, N or MIN-MAX (whole numbers, e.g. 2 or 1-4)") from None
 
 
-def _pool_text(pool: int | tuple[int, int]) -> str:
+def _pool_text(pool: int | tuple[int, int] | str) -> str:
     return f"{pool[0]}-{pool[1]}" if isinstance(pool, tuple) else str(pool)
 
 
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=ScanConfig.batch_size,
                         help=f"images per model call (default {ScanConfig.batch_size})")
     parser.add_argument("--actors", type=_pool_size, default=defaults["num_model_actors"].default,
-                        help=f"model actor pool size, N or MIN-MAX (default {_pool_text(defaults['num_model_actors'].default)})")
+                        help="model actor pool size: N, MIN-MAX, or auto (from 1 up to one actor per core, or per "
+                             f"--gpus-per-actor GPUs) (default {_pool_text(defaults['num_model_actors'].default)})")
     parser.add_argument("--gpus-per-actor", type=float, default=ScanConfig.gpus_per_actor,
                         help=f"GPUs per model actor, fractions allowed (default {ScanConfig.gpus_per_actor:g}: CPU)")
     parser.add_argument("--cpus-per-actor", type=float, default=ScanConfig.cpus_per_actor,

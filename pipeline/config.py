@@ -10,6 +10,10 @@ from forensics.decode import DEFAULT_MAX_PIXELS
 NATIVE = "native"
 TRIAGE = "triage"
 ANALYSIS_MODES = (NATIVE, TRIAGE)
+AUTO = "auto"
+# CPUs the scan's own tasks need beside the model actors: Ray Data's streaming repartition runs as a 1-CPU task;
+# the listing and write tasks take a quarter each, and run between its turns.
+PIPELINE_TASK_CPUS = 1.0
 
 
 class ConfigError(ValueError):
@@ -26,12 +30,17 @@ class ScanConfig:
         output: destination prefix; rows land in `output/scan_id=<id>/*.parquet`.
         classifier_checkpoint / segmenter_checkpoint: safetensors files; None = bundled default.
         batch_size: images per model call.
-        num_model_actors: size of the model actor pool; (min, max) for autoscaling.
+        num_model_actors: size of the model actor pool: N, (min, max) for autoscaling, or `auto`:
+            from one actor up to what the cluster holds (`model_pool_size`), so a nightly increment
+            starts one actor and a full scan grows to all cores or GPUs.
         gpus_per_actor: GPUs reserved per model actor; 0 on CPU-only clusters, fractions allowed.
-        decode_cpus: CPUs per fetch-and-decode task. Kept apart from cpus_per_actor: with equal
-            reservations Ray Data fuses decoding into the model actor, which then decodes and
-            infers in turn on one core (measured 58 s against 45 s for 600 images on 2 CPUs;
-            on a GPU, the GPU would wait while the actor decodes).
+        cpus_per_actor / decode_cpus: CPUs reserved per model actor and per fetch-and-decode task.
+            Equal on CPU (the default): Ray Data then fuses listing-skip, decode and the models into
+            each actor, so blocks go from listing to actor without an object-store hop, and each
+            half-CPU actor decodes and infers in turn with one torch thread: two of them keep two
+            cores busy (600 images on 2 CPUs: 38.3 s pipeline against 42.3 s with one 1-CPU actor fed
+            by half-CPU decode tasks; `forgescan benchmark --end-to-end`). With GPU actors the two never fuse
+            (their GPU asks differ), so decoding stays on CPU tasks and the GPU never waits on it.
         max_pixels: larger images become `too_large` error rows (Pillow's own bomb limit follows it).
         max_bytes: larger objects become `too_large` error rows, judged by the listing's size before
             any byte is read (objects are read whole into a worker's memory).
@@ -52,9 +61,9 @@ class ScanConfig:
     classifier_checkpoint: str | None = None
     segmenter_checkpoint: str | None = None
     batch_size: int = 32
-    num_model_actors: int | tuple[int, int] = 1
+    num_model_actors: int | tuple[int, int] | str = AUTO
     gpus_per_actor: float = 0.0
-    cpus_per_actor: float = 1.0
+    cpus_per_actor: float = 0.5
     decode_cpus: float = 0.5
     decode_batch_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -82,6 +91,33 @@ class ScanConfig:
         is negligible, small enough that work spreads over the cluster and results commit as the scan goes."""
         return max(32, 4 * self.decode_batch_size)
 
+    def model_pool_size(self, cluster_cpus: float, cluster_gpus: float) -> int | tuple[int, int]:
+        """The actor pool this scan asks Ray Data for. `auto` scales from 1 to as many actors as the cluster
+        holds: one per `gpus_per_actor` GPUs, or on CPU one per core while the pipeline's own tasks still fit
+        (each CPU actor decodes and infers with one torch thread, so it keeps about one core busy)."""
+        if self.num_model_actors != AUTO:
+            return self.num_model_actors
+        if self.gpus_per_actor > 0:
+            most = int(cluster_gpus // self.gpus_per_actor)
+        else:
+            most = min(int(cluster_cpus), int((cluster_cpus - PIPELINE_TASK_CPUS) // self.cpus_per_actor))
+        return (1, max(1, most))
+
+    def resource_problem(self, cluster_cpus: float) -> str | None:
+        """Why this scan could never make progress on a cluster with `cluster_cpus` CPUs, or None: the model
+        actors Ray Data starts first must leave room for the 1-CPU repartition task, or everything waits forever."""
+        pool = self.num_model_actors
+        first_actors = 1 if pool == AUTO else pool[0] if isinstance(pool, tuple) else pool
+        tasks = max(PIPELINE_TASK_CPUS, self.decode_cpus)
+        if first_actors * self.cpus_per_actor + tasks <= cluster_cpus + 1e-9:
+            return None
+        return (f"--actors {first_actors} x --cpus-per-actor {self.cpus_per_actor:g} = "
+                f"{first_actors * self.cpus_per_actor:g} CPUs leave less than the {tasks:g} CPU the listing, decode and "
+                f"write tasks need on a cluster of {cluster_cpus:g} CPUs, so the scan would wait forever. "
+                + ("Ask for fewer actors or CPUs per actor (e.g. --actors auto --cpus-per-actor "
+                   f"{ScanConfig.cpus_per_actor:g})." if ScanConfig.cpus_per_actor + tasks <= cluster_cpus
+                   else f"Scan on a machine or cluster with at least {ScanConfig.cpus_per_actor + tasks:g} CPUs."))
+
     def problems(self) -> list[str]:
         """Every setting no scan can run with, as `--flag VALUE: what is allowed` (checked before anything starts)."""
         found: list[str] = []
@@ -107,7 +143,9 @@ class ScanConfig:
         whole("--max-bytes", self.max_bytes)
         whole("--min-side", self.min_side)
         pool = self.num_model_actors
-        if isinstance(pool, tuple):
+        if pool == AUTO:
+            pass
+        elif isinstance(pool, tuple):
             if len(pool) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in pool):
                 found.append(f"--actors {'-'.join(map(str, pool))}: MIN and MAX must be whole numbers >= 1")
             elif pool[0] > pool[1]:

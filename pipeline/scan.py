@@ -166,6 +166,21 @@ def check_cluster_address(address: str | None) -> None:
         raise ScanError(f"No Ray cluster answers at {given or target} ({named}): {reason}. {fix}") from None
 
 
+def cluster_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) of the alive nodes of the Ray cluster this driver joined."""
+    import ray
+
+    alive = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    return sum(r.get("CPU", 0.0) for r in alive), sum(r.get("GPU", 0.0) for r in alive)
+
+
+def check_cpus(config: ScanConfig) -> None:
+    """Refuse an actor pool that leaves the pipeline's own tasks no CPU: the scan would wait forever."""
+    problem = config.resource_problem(cluster_resources()[0])
+    if problem:
+        raise ScanError(problem)
+
+
 def check_gpus(gpus_per_actor: float) -> None:
     """Refuse --gpus-per-actor that no node of the cluster can give: the model actors would wait forever."""
     import ray
@@ -280,6 +295,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
 
     _init_ray(config.address)
     check_gpus(config.gpus_per_actor)
+    check_cpus(config)
     clock.lap("ray_start")
     validation.result()  # raises the checkpoint's CheckpointError
     clock.lap("checkpoints")
@@ -299,7 +315,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
 
     counter = ray.remote(num_cpus=0)(ListingCounter).remote()
     gpus = config.gpus_per_actor
-    pool = config.num_model_actors
+    pool = config.model_pool_size(*cluster_resources())
     compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
                else ray.data.ActorPoolStrategy(size=pool))
 

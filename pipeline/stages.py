@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
 from forensics.masks import summarise_classes, summarise_mask
-from forensics.perceptual_hash import PDQ_INPUT_SIZE, pdq_hash
+from forensics.perceptual_hash import PDQ_INPUT_SPEC, pdq_hash
 from forensics.provenance import Provenance, read_provenance
 from forensics.model_card import NATIVE_CROPS
 from forensics.verdict import ERROR, decide_verdict
@@ -141,10 +141,10 @@ def decode_for_models(data: bytes, classifier, segmenter, max_pixels: int) -> tu
     """
     from forensics.tiling import classifier_view, segmenter_view
 
-    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec, PDQ_INPUT_SIZE]))
+    specs = list(dict.fromkeys([classifier.input_spec, segmenter.input_spec, PDQ_INPUT_SPEC]))
     decoded = decode_image(data, specs, max_pixels=max_pixels)
     segmenter_input, scale = segmenter_view(segmenter, decoded.inputs[segmenter.input_spec])
-    perceptual = pdq_hash(decoded.inputs[PDQ_INPUT_SIZE])
+    perceptual = pdq_hash(decoded.inputs[PDQ_INPUT_SPEC])
     facts = {schema.FORMAT: decoded.format, schema.WIDTH: decoded.width, schema.HEIGHT: decoded.height,
              schema.ANALYSIS_SCALE: scale, PROVENANCE_JSON: json.dumps(read_provenance(data, decoded.format).to_row()),
              schema.PDQ_HASH: perceptual.hex, schema.PDQ_QUALITY: perceptual.quality}

@@ -67,6 +67,20 @@ def test_defaults_are_valid_and_all_problems_are_named_together():
     assert "--batch-size 0" in str(raised.value) and "--rows-per-file 0" in str(raised.value)
 
 
+def test_auto_pool_grows_to_the_cluster_and_an_actor_pool_that_starves_the_pipeline_is_refused():
+    config = ScanConfig(source="/a", output="/b")
+    assert config.model_pool_size(cluster_cpus=2, cluster_gpus=0) == (1, 2)  # two one-thread actors on 2 cores
+    assert config.model_pool_size(cluster_cpus=16, cluster_gpus=0) == (1, 16)
+    assert ScanConfig(source="/a", output="/b", gpus_per_actor=1).model_pool_size(64, 4) == (1, 4)
+    assert ScanConfig(source="/a", output="/b", num_model_actors=3).model_pool_size(64, 0) == 3
+    assert config.resource_problem(cluster_cpus=2) is None
+    # two 1-CPU actors take both CPUs first; the 1-CPU repartition task could never start
+    starving = ScanConfig(source="/a", output="/b", num_model_actors=2, cpus_per_actor=1, decode_cpus=1)
+    problem = starving.resource_problem(cluster_cpus=2)
+    assert "--actors 2 x --cpus-per-actor 1" in problem and "wait forever" in problem and "--actors auto" in problem
+    assert "at least 1.5 CPUs" in config.resource_problem(cluster_cpus=1)
+
+
 def _odd_archive(root: Path) -> dict[str, str]:
     """A folder with every kind of odd entry; returns relative name -> the row's expected error kind (or 'ok')."""
     import socket

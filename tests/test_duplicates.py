@@ -133,3 +133,23 @@ def test_bank_without_hash_column_is_refused_naming_the_file(tmp_path):
     pq.write_table(pa.table({"hash": ["0" * 64]}), bank)
     with pytest.raises(HashBankError, match=r"bank\.parquet: missing column\(s\) pdq_hash, label"):
         load_hash_bank(str(bank))
+
+
+def test_the_scans_luma_pdq_view_hashes_like_the_rgb_image_and_the_rgb_route():
+    import io
+
+    from skimage import data
+
+    from forensics.decode import decode_image
+    from forensics.perceptual_hash import PDQ_INPUT_SIZE, PDQ_INPUT_SPEC, hamming_distance, hex_to_words, pdq_hash
+
+    for photo in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket()):
+        encoded = io.BytesIO()
+        Image.fromarray(photo).save(encoded, format="JPEG", quality=90)
+        decoded = decode_image(encoded.getvalue(), [PDQ_INPUT_SPEC, PDQ_INPUT_SIZE])
+        luma, rgb = decoded.inputs[PDQ_INPUT_SPEC], decoded.inputs[PDQ_INPUT_SIZE]
+        assert luma.shape == PDQ_INPUT_SIZE and rgb.shape == (*PDQ_INPUT_SIZE, 3)
+        grey = pdq_hash(luma)
+        assert grey.hex == pdq_hash(np.repeat(luma[:, :, None], 3, axis=2)).hex  # grey in, same as its RGB twin
+        distance = hamming_distance(hex_to_words([grey.hex]), hex_to_words([pdq_hash(rgb).hex]))[0]
+        assert distance <= 4, distance  # PDQ's match threshold is 31: the cheaper view finds the same copies
