@@ -37,10 +37,11 @@ class ScanConfig:
         cpus_per_actor / decode_cpus: CPUs reserved per model actor and per fetch-and-decode task.
             Equal on CPU (the default): Ray Data then fuses listing-skip, decode and the models into
             each actor, so blocks go from listing to actor without an object-store hop, and each
-            half-CPU actor decodes and infers in turn with one torch thread: two of them keep two
-            cores busy (600 images on 2 CPUs: 38.3 s pipeline against 42.3 s with one 1-CPU actor fed
-            by half-CPU decode tasks; `forgescan benchmark --end-to-end`). With GPU actors the two never fuse
-            (their GPU asks differ), so decoding stays on CPU tasks and the GPU never waits on it.
+            half-CPU actor decodes and infers in turn with one torch thread, so `auto` keeps every core
+            busy with about one actor each. (On 2 CPUs this measured level with the earlier single 1-CPU
+            actor fed by decode tasks: 600 images, three alternating runs, docs/performance.md "End to
+            end"; on larger nodes that single actor left the other cores idle.) With GPU actors the two
+            never fuse (their GPU asks differ): decoding stays on CPU tasks and the GPU never waits on it.
         max_pixels: larger images become `too_large` error rows (Pillow's own bomb limit follows it).
         max_bytes: larger objects become `too_large` error rows, judged by the listing's size before
             any byte is read (objects are read whole into a worker's memory).
