@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optimisation.add_argument("--warmup-fraction", type=float, default=0.1)
     optimisation.add_argument("--gradient-clip", type=float, default=1.0)
     optimisation.add_argument("--no-augment", action="store_true", help="switch off flip/resize/blur/JPEG augmentation")
+    optimisation.add_argument("--manipulated-windows", type=float, metavar="P",
+                              help="native-tile segmenters: share of training windows placed over a manipulated pixel, "
+                                   "e.g. 0.5 (default: AugmentConfig.manipulated_window_probability, the shipped cards' recipe)")
     optimisation.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate for the card's thresholds")
     optimisation.add_argument("--seed", type=int, default=0)
     cluster = parser.add_argument_group("Ray Train")
@@ -155,7 +158,8 @@ def _settings(args):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         warmup_fraction=args.warmup_fraction, gradient_clip=args.gradient_clip, seed=args.seed, threads=args.threads,
         loader_workers=args.loader_workers, target_fpr=args.target_fpr, backbone_weights=backbone_weights,
-        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(**(
+            {} if args.manipulated_windows is None else {"manipulated_window_probability": args.manipulated_windows})),
     )
 
 

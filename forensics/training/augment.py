@@ -35,8 +35,8 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (65, 96)
     # Native-tile segmenters: the share of training windows placed over a manipulated pixel. A random window of a
     # large image mostly misses a small edit, and the rarer classes are then hardly ever seen (nnU-Net's
-    # foreground oversampling; validation windows stay centred).
-    manipulated_window_probability: float = 0.5
+    # foreground oversampling, e.g. 0.5; validation windows stay centred). 0 keeps the recipe of the shipped cards.
+    manipulated_window_probability: float = 0.0
 
     @classmethod
     def none(cls) -> "AugmentConfig":
