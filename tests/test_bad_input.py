@@ -203,7 +203,8 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
     output = tmp_path / "out"
     arguments = [str(archive), "--output", str(output), "--address", "local", "--no-progress",
                  "--classifier", tiny_checkpoints["classifier"], "--segmenter", tiny_checkpoints["segmenter"],
-                 "--batch-size", "2", "--rows-per-file", "2"]
+                 "--batch-size", "2", "--rows-per-file", "2",
+                 "--actors", "1"]  # one actor: most of the scan is still ahead when its first file is committed
     process = subprocess.Popen([sys.executable, "-m", "jobs.scan", *arguments], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
