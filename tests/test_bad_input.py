@@ -198,8 +198,8 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
 
     archive = tmp_path / "archive"
     archive.mkdir()
-    for index in range(300):  # enough that the scan is still running when its first files are committed
-        (archive / f"{index:03d}.jpg").write_bytes(jpeg_bytes(64, 64, seed=index))
+    for index in range(1000):  # enough that the scan is still running when its first files are committed
+        (archive / f"{index:04d}.jpg").write_bytes(jpeg_bytes(64, 64, seed=index))
     output = tmp_path / "out"
     arguments = [str(archive), "--output", str(output), "--address", "local", "--no-progress",
                  "--classifier", tiny_checkpoints["classifier"], "--segmenter", tiny_checkpoints["segmenter"],
