@@ -92,17 +92,22 @@ class ScanConfig:
         is negligible, small enough that work spreads over the cluster and results commit as the scan goes."""
         return max(32, 4 * self.decode_batch_size)
 
-    def model_pool_size(self, cluster_cpus: float, cluster_gpus: float) -> int | tuple[int, int]:
+    def model_pool_size(self, cluster_cpus: float, cluster_gpus: float,
+                        pending_objects: int | None = None) -> int | tuple[int, int]:
         """The actor pool this scan asks Ray Data for. `auto` scales from 1 to as many actors as the cluster
         holds: one per `gpus_per_actor` GPUs, or on CPU one per core while the pipeline's own tasks still fit
-        (each CPU actor decodes and infers with one torch thread, so it keeps about one core busy)."""
+        (each CPU actor decodes and infers with one torch thread, so it keeps about one core busy).
+        With `pending_objects` known (an incremental scan lists first), no pool is larger than its batches."""
         if self.num_model_actors != AUTO:
-            return self.num_model_actors
-        if self.gpus_per_actor > 0:
-            most = int(cluster_gpus // self.gpus_per_actor)
+            pool = self.num_model_actors
+        elif self.gpus_per_actor > 0:
+            pool = (1, max(1, int(cluster_gpus // self.gpus_per_actor)))
         else:
-            most = min(int(cluster_cpus), int((cluster_cpus - PIPELINE_TASK_CPUS) // self.cpus_per_actor))
-        return (1, max(1, most))
+            pool = (1, max(1, min(int(cluster_cpus), int((cluster_cpus - PIPELINE_TASK_CPUS) // self.cpus_per_actor))))
+        if pending_objects is None:
+            return pool
+        batches = max(1, -(-pending_objects // self.batch_size))
+        return tuple(min(size, batches) for size in pool) if isinstance(pool, tuple) else min(pool, batches)
 
     def resource_problem(self, cluster_cpus: float) -> str | None:
         """Why this scan could never make progress on a cluster with `cluster_cpus` CPUs, or None: the model

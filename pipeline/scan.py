@@ -315,9 +315,6 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
 
     counter = ray.remote(num_cpus=0)(ListingCounter).remote()
     gpus = config.gpus_per_actor
-    pool = config.model_pool_size(*cluster_resources())
-    compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
-               else ray.data.ActorPoolStrategy(size=pool))
 
     # One listing task (a quarter CPU, so it never waits behind the model actors). Ray coalesces
     # its output into large blocks; a streaming repartition cuts them into `listing_block_rows` blocks.
@@ -333,6 +330,21 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
                    "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
                    "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json},
     )
+    pending = None
+    if plan.expects_known_objects:
+        # An increment (or a resume): most listed objects are known, so list and skip first -- listing rows
+        # only, no pixels -- and start only the model actors the remaining objects can keep busy; none when
+        # nothing is new.
+        try:
+            dataset = dataset.materialize()
+            pending = dataset.count()
+        except Exception as error:
+            ray.kill(counter)
+            raise ScanError(f"Scan {plan.scan_id} stopped while listing {source_uri}: "
+                            f"{strip_credentials(_root_cause(error))}. Run the same command again to resume.") from error
+    pool = config.model_pool_size(*cluster_resources(), pending_objects=pending)
+    compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
+               else ray.data.ActorPoolStrategy(size=pool))
     dataset = dataset.map_batches(
         fetch_and_decode, batch_format="numpy", batch_size=config.decode_batch_size, num_cpus=config.decode_cpus,
         fn_kwargs={"classifier_card": classifier_card.to_dict(), "segmenter_card": segmenter_card.to_dict(),
@@ -363,9 +375,10 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     try:
         # A quarter CPU per write task: with a full CPU the writes wait behind the decode and
         # model stages, and results would only be committed at the very end of a scan.
-        dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json,
-                                                    rows_per_file=config.rows_per_file),
-                               ray_remote_args={"num_cpus": 0.25})
+        if pending != 0:
+            dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json,
+                                                        rows_per_file=config.rows_per_file),
+                                   ray_remote_args={"num_cpus": 0.25})
         listing = ray.get(counter.get.remote())
     except Exception as error:
         raise ScanError(

@@ -377,7 +377,9 @@ def skip_done_objects(
     batch, counts = drop_known_objects(batch, skip_uris, skip_identities, skip_permanent, endpoint_url,
                                        storage_options_json)
     if counter is not None:
-        counter.add.remote(**counts)
+        import ray
+
+        ray.get(counter.add.remote(**counts))  # tallied before the block moves on: when the dataset is done, so is the count
     return batch
 
 

@@ -249,6 +249,11 @@ class ScanPlan:
     attempts: int = 1
     notes: tuple[str, ...] = ()
 
+    @property
+    def expects_known_objects(self) -> bool:
+        """Whether earlier work lets the skip stage drop listed objects (an increment or a resume)."""
+        return bool(len(self.skip_uris) or len(self.skip_identities) or len(self.skip_permanent_errors))
+
 
 class PlanError(RuntimeError):
     """The requested scan cannot go ahead as asked; the message says what to do instead."""

@@ -67,6 +67,15 @@ def test_defaults_are_valid_and_all_problems_are_named_together():
     assert "--batch-size 0" in str(raised.value) and "--rows-per-file 0" in str(raised.value)
 
 
+def test_a_pool_for_a_known_number_of_objects_is_no_larger_than_their_batches():
+    config = ScanConfig(source="/a", output="/b", batch_size=32)
+    assert config.model_pool_size(16, 0, pending_objects=5) == (1, 1)
+    assert config.model_pool_size(16, 0, pending_objects=100) == (1, 4)  # 4 batches of at most 32
+    assert config.model_pool_size(2, 0, pending_objects=10_000) == (1, 2)  # the cluster still caps it
+    assert ScanConfig(source="/a", output="/b", num_model_actors=(2, 8)).model_pool_size(64, 0, pending_objects=40) == (2, 2)
+    assert ScanConfig(source="/a", output="/b", num_model_actors=3).model_pool_size(64, 0, pending_objects=1) == 1
+
+
 def test_auto_pool_grows_to_the_cluster_and_an_actor_pool_that_starves_the_pipeline_is_refused():
     config = ScanConfig(source="/a", output="/b")
     assert config.model_pool_size(cluster_cpus=2, cluster_gpus=0) == (1, 2)  # two one-thread actors on 2 cores

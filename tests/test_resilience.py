@@ -93,6 +93,32 @@ def test_incremental_rescan_processes_only_new_and_changed_objects(ray_local, ti
     assert full.rows_in_scan == 4
 
 
+def _model_actors_started() -> int:
+    import ray._private.state
+
+    return sum("DetectForgeries" in actor["ActorClassName"] for actor in ray._private.state.actors().values())
+
+
+def test_an_increment_lists_first_and_starts_model_actors_only_for_new_objects(ray_local, tiny_checkpoints, tmp_path):
+    archive = tmp_path / "a"
+    archive.mkdir()
+    for index in range(6):
+        (archive / f"{index}.jpg").write_bytes(jpeg_bytes(seed=index))
+    output = tmp_path / "out"
+    assert scan(archive, output, tiny_checkpoints).rows_in_scan == 6
+
+    before = _model_actors_started()
+    nothing_new = scan(archive, output, tiny_checkpoints)
+    assert (nothing_new.listed, nothing_new.skipped_unchanged, nothing_new.rows_in_scan) == (6, 6, 0)
+    assert _model_actors_started() == before, "an increment with nothing new must not start the models"
+
+    (archive / "new.jpg").write_bytes(jpeg_bytes(seed=20))
+    one_new = scan(archive, output, tiny_checkpoints, num_model_actors=(1, 4))
+    assert [r["uri"].rsplit("/", 1)[1] for r in rows_of(output, one_new.scan_id)] == ["new.jpg"]
+    assert rows_of(output, one_new.scan_id)[0]["status"] == "ok"
+    assert _model_actors_started() == before + 1, "one new object is one batch: one model actor, however large the pool"
+
+
 def test_model_change_forces_rescan_when_asked(ray_local, tiny_checkpoints, tmp_path):
     from forensics.checkpoint import load_checkpoint, save_checkpoint
 
