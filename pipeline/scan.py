@@ -317,31 +317,35 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     gpus = config.gpus_per_actor
 
     # One listing task (a quarter CPU, so it never waits behind the model actors). Ray coalesces
-    # its output into large blocks; a streaming repartition cuts them into `listing_block_rows` blocks.
+    # its output into large blocks; a repartition cuts them into `listing_block_rows` blocks.
     listing_block_rows = config.listing_block_rows
-    dataset = ray.data.read_datasource(
+    listing = ray.data.read_datasource(
         ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
                        block_rows=listing_block_rows, exclude=output.uri),
         override_num_blocks=1, num_cpus=0.25,
-    ).repartition(target_num_rows_per_block=listing_block_rows)
-    dataset = dataset.map_batches(
-        skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=config.decode_cpus,
-        fn_kwargs={"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
-                   "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
-                   "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json},
     )
+    skip_arguments = {"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
+                      "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
+                      "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json}
     pending = None
     if plan.expects_known_objects:
-        # An increment (or a resume): most listed objects are known, so list and skip first -- listing rows
-        # only, no pixels -- and start only the model actors the remaining objects can keep busy; none when
-        # nothing is new.
+        # An increment (or a resume): most listed objects are known, so list and skip first, in the listing's
+        # own task (listing rows only, no pixels), and start only the model actors the remaining objects can
+        # keep busy: none when nothing is new.
         try:
-            dataset = dataset.materialize()
-            pending = dataset.count()
+            remaining = listing.map_batches(skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
+                                            fn_kwargs=skip_arguments).materialize()
+            pending = remaining.count()
         except Exception as error:
             ray.kill(counter)
             raise ScanError(f"Scan {plan.scan_id} stopped while listing {source_uri}: "
                             f"{strip_credentials(_root_cause(error))}. Run the same command again to resume.") from error
+        dataset = remaining.repartition(target_num_rows_per_block=listing_block_rows)
+    else:
+        # Streaming: the skip stage asks what decoding asks, so it fuses into the model actors' operator.
+        dataset = listing.repartition(target_num_rows_per_block=listing_block_rows).map_batches(
+            skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=config.decode_cpus,
+            fn_kwargs=skip_arguments)
     pool = config.model_pool_size(*cluster_resources(), pending_objects=pending)
     compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
                else ray.data.ActorPoolStrategy(size=pool))
