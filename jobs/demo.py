@@ -51,12 +51,12 @@ def print_findings(output: Path, scan_id: str, limit: int = 8) -> None:
     query = f"""
         SELECT regexp_replace(uri, '.*/images/', '') AS object, verdict, round(ai_score, 3) AS ai,
                round(manipulation_score, 3) AS manip, round(mask_area, 3) AS area
-        FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1)
+        FROM read_parquet('{output}/scan_id=*/*.parquet', hive_partitioning=1)
         WHERE scan_id = '{scan_id}' ORDER BY manipulation_score DESC NULLS LAST LIMIT {limit}"""
     print("\nmost suspicious objects (DuckDB over the output):")
     print(duckdb.sql(query))
     print("query the results yourself:\n  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"SELECT verdict, count(*) "
-          f"FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1) GROUP BY 1\\\"))\"")
+          f"FROM read_parquet('{output}/scan_id=*/*.parquet', hive_partitioning=1) GROUP BY 1\\\"))\"")
 
 
 def print_provenance(output: Path, scan_id: str) -> None:
@@ -67,7 +67,7 @@ def print_provenance(output: Path, scan_id: str) -> None:
         SELECT regexp_replace(uri, '.*/images/', '') AS object, verdict,
                coalesce(provenance.c2pa_digital_source_type, provenance.xmp_digital_source_type) AS declared_source,
                provenance.c2pa_validation AS credentials, provenance.generator_hint AS generator
-        FROM read_parquet('{output}/**/*.parquet', hive_partitioning=1, union_by_name=1)
+        FROM read_parquet('{output}/scan_id=*/*.parquet', hive_partitioning=1, union_by_name=1)
         WHERE scan_id = '{scan_id}' AND (provenance.declared_ai OR provenance.c2pa_present) ORDER BY object"""
     print("\ndeclared provenance (C2PA content credentials, XMP digital source type, generation parameters):")
     print(duckdb.sql(query))

@@ -34,7 +34,7 @@ from pipeline.storage import Location
 
 logger = logging.getLogger("forgescan")
 
-# Parquet, but not named *.parquet: analysts read `OUTPUT/**/*.parquet` with Hive partitioning, and a file
+# Parquet, but not named *.parquet: analysts read `OUTPUT/scan_id=*/*.parquet` (older recipes: `OUTPUT/**/*.parquet`) with Hive partitioning, and a file
 # outside `scan_id=` folders would break that glob (DuckDB: "Hive partition mismatch").
 LATEST_STATE_FILE = "_forgescan/latest_state.pq"
 METADATA_KEY = b"forgescan.latest_state"

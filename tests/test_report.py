@@ -375,10 +375,17 @@ def readme_block(heading: str, language: str) -> str:
     return match.group(1)
 
 
-def test_readme_duckdb_queries_run_against_a_real_scan(two_scans):
+def test_readme_duckdb_queries_run_against_a_real_scan_also_after_forgescan_duplicates(two_scans, tmp_path):
+    import shutil
+
     import duckdb
 
-    output = two_scans["output"]
+    from pipeline.duplicates import DuplicatesConfig, find_duplicate_groups
+
+    output = tmp_path / "out"
+    shutil.copytree(two_scans["output"], output)
+    find_duplicate_groups(DuplicatesConfig(output=str(output)))  # writes _forgescan/duplicates/*.parquet beside the scans
+    assert list(output.glob("_forgescan/duplicates/*.parquet"))
     queries = [q.strip() for q in readme_block("### Querying with DuckDB", "sql").split(";") if q.strip()]
     assert len(queries) == 3
     verdicts, top_manipulated, latest = (duckdb.sql(q.replace("DEST", str(output))).fetchall() for q in queries)
