@@ -140,7 +140,8 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
         probabilities = next(segmenter.probability_maps([view]))
         score = segmenter.image_score(probabilities)
-        predicted = mask_at_original_size(probabilities, decoded.height, decoded.width, threshold)
+        manipulated = 1.0 - probabilities[0] if probabilities.ndim == 3 else probabilities  # a multi-class card: the union
+        predicted = mask_at_original_size(manipulated, decoded.height, decoded.width, threshold)
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
