@@ -39,10 +39,17 @@ class MaskSummary:
 
 
 def upsample_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an (h, w) float map to (height, width)."""
+    """Bilinear resize of an (h, w) float map to (height, width), as Pillow's bilinear filter does it. Enlarging
+    (the usual case: a model-size map to a photo) goes through OpenCV, which gives Pillow's values to float
+    rounding in a tenth of the time on a megapixel map; shrinking stays with Pillow, whose filter widens to
+    average (OpenCV's does not)."""
     probabilities = np.asarray(probabilities, dtype=np.float32)
     if probabilities.shape == (height, width):
         return probabilities
+    if height >= probabilities.shape[0] and width >= probabilities.shape[1]:
+        import cv2
+
+        return cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
     resized = Image.fromarray(probabilities, mode="F").resize((width, height), Image.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
 

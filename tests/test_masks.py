@@ -49,3 +49,18 @@ def test_manipulation_score_ignores_a_single_hot_pixel_but_not_a_region():
     region[10:30, 10:30] = 0.95
     assert manipulation_score(quiet) < 0.1
     assert manipulation_score(region) > 0.9
+
+
+def test_upsampled_probabilities_equal_pillows_bilinear_resize_enlarging_and_shrinking():
+    from PIL import Image
+
+    from forensics.masks import upsample_probabilities
+
+    rng = np.random.default_rng(7)
+    for source, target in [((128, 128), (1000, 1500)), ((37, 53), (301, 977)), ((1, 1), (9, 13)),
+                           ((128, 128), (64, 64)), ((128, 128), (129, 127)), ((5, 7), (1, 1))]:
+        probabilities = rng.random(source).astype(np.float32)
+        expected = np.asarray(Image.fromarray(probabilities, mode="F").resize(target[::-1], Image.BILINEAR))
+        resized = upsample_probabilities(probabilities, *target)
+        assert resized.shape == target and resized.dtype == np.float32
+        np.testing.assert_allclose(resized, expected, atol=1e-6)
