@@ -4,7 +4,8 @@ It forwards every request to moto, except that it answers some with the
 errors a real store produces: throttling (503 SlowDown) on a share of
 requests, 403 AccessDenied for chosen keys, 404 NoSuchKey for keys that
 "vanished" after listing, and 403 for chosen part numbers of multipart uploads
-(an upload that fails half-way).
+(an upload that fails half-way). Reads of `stalled_keys` wait until `release()`,
+so a test can hold a scan in the middle of its pipeline for as long as it needs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ ERROR_BODY = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><M
 
 class FaultyS3Proxy:
     def __init__(self, upstream: str, throttle_every: int = 0, denied_keys=(), vanished_keys=(),
-                 reject_credentials: bool = False, rejected_upload_parts=()):
+                 reject_credentials: bool = False, rejected_upload_parts=(), stalled_keys=()):
+        self.stalled_keys = set(stalled_keys)
+        self.released = threading.Event()
         self.rejected_upload_parts = {str(n) for n in rejected_upload_parts}
         self.reject_credentials = reject_credentials
         self.upstream = urllib.parse.urlparse(upstream)
@@ -41,9 +44,18 @@ class FaultyS3Proxy:
         self.thread.start()
         return self
 
+    def release(self) -> None:
+        """Let the held reads of `stalled_keys` (and later ones) through."""
+        self.released.set()
+
     def __exit__(self, *exc):
+        self.release()
         self.server.shutdown()
         self.server.server_close()
+
+    def _is_stalled(self, method: str, path: str) -> bool:
+        key = urllib.parse.unquote(path.split("?", 1)[0]).split("/", 2)[-1]
+        return method == "GET" and "list-type" not in path and key in self.stalled_keys
 
     def _fault_for(self, method: str, path: str):
         key = urllib.parse.unquote(path.split("?", 1)[0]).split("/", 2)[-1]
@@ -76,6 +88,8 @@ class FaultyS3Proxy:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy._is_stalled(self.command, self.path):
+                    proxy.released.wait(timeout=600)
                 fault = proxy._fault_for(self.command, self.path)
                 if fault is not None:
                     status, code, message = fault

@@ -199,39 +199,46 @@ def test_scan_gives_every_odd_object_a_row_and_skips_its_own_output(ray_local, t
 
 
 @pytest.mark.parametrize("stop_signal, exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_checkpoints, tmp_path, stop_signal, exit_code):
+def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_checkpoints, s3, s3_endpoint, tmp_path,
+                                                                      stop_signal, exit_code):
     import signal
     import time
 
+    from tests.faulty_s3_proxy import FaultyS3Proxy
     from tests.test_scan import read_scan
 
-    archive = tmp_path / "archive"
-    archive.mkdir()
-    for index in range(1000):  # enough that the scan is still running when its first files are committed
-        (archive / f"{index:04d}.jpg").write_bytes(jpeg_bytes(64, 64, seed=index))
+    bucket = f"signal-archive-{stop_signal.lower()}"
+    s3.create_bucket(Bucket=bucket)
+    keys = [f"p/{index:03d}.jpg" for index in range(150)] + ["p/zzz-held.jpg"]  # listed last, past the first listing blocks
+    for index, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=jpeg_bytes(64, 64, seed=index))
     output = tmp_path / "out"
-    arguments = [str(archive), "--output", str(output), "--address", "local", "--no-progress",
-                 "--classifier", tiny_checkpoints["classifier"], "--segmenter", tiny_checkpoints["segmenter"],
-                 "--batch-size", "2", "--rows-per-file", "2",
-                 "--actors", "1"]  # one actor: most of the scan is still ahead when its first file is committed
-    process = subprocess.Popen([sys.executable, "-m", "jobs.scan", *arguments], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not list(output.rglob("*.parquet")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.5)  # wait until the scan is under way (a first file committed)
-    assert process.poll() is None, process.communicate()
-    process.send_signal(getattr(signal, stop_signal))
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == exit_code, stderr[-3000:]
-    assert "Traceback" not in stderr
-    stop_lines = [line for line in stderr.splitlines() if "stopped by" in line]
-    assert len(stop_lines) == 1 and "resumes it" in stop_lines[0], stderr[-3000:]
-    manifests = [p.read_text() for p in output.rglob("*.json")]
-    assert manifests and all('"complete"' not in text for text in manifests), "an interrupted scan must not claim completion"
+    with FaultyS3Proxy(s3_endpoint, stalled_keys={"p/zzz-held.jpg"}) as proxy:
+        # The store holds the last object's read, so the scan is certainly mid-pipeline (files committed,
+        # one read outstanding) when the signal arrives, however fast the machine is.
+        arguments = [f"s3://{bucket}/p", "--output", str(output), "--endpoint-url", proxy.endpoint, "--address", "local",
+                     "--no-progress", "--classifier", tiny_checkpoints["classifier"],
+                     "--segmenter", tiny_checkpoints["segmenter"], "--batch-size", "2", "--rows-per-file", "2",
+                     "--actors", "1"]
+        process = subprocess.Popen([sys.executable, "-m", "jobs.scan", *arguments], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while not list(output.rglob("*.parquet")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)  # wait until the scan is under way (a first file committed)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(getattr(signal, stop_signal))
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == exit_code, stderr[-3000:]
+        assert "Traceback" not in stderr
+        stop_lines = [line for line in stderr.splitlines() if "stopped by" in line]
+        assert len(stop_lines) == 1 and "resumes it" in stop_lines[0], stderr[-3000:]
+        manifests = [p.read_text() for p in output.rglob("*.json")]
+        assert manifests and all('"complete"' not in text for text in manifests), "an interrupted scan must not claim completion"
 
-    rerun = run_scan_command(*arguments)  # the same command resumes the stopped scan and finishes it
+        proxy.release()
+        rerun = run_scan_command(*arguments)  # the same command resumes the stopped scan and finishes it
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert {row["uri"].rsplit("/", 1)[1] for row in read_scan(output)} == {p.name for p in archive.iterdir()}
+    assert sorted(row["uri"] for row in read_scan(output)) == sorted(f"s3://{bucket}/{key}" for key in keys)
     assert any('"complete"' in p.read_text() for p in output.rglob("*.json"))
 
 
