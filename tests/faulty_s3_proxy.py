@@ -4,8 +4,8 @@ It forwards every request to moto, except that it answers some with the
 errors a real store produces: throttling (503 SlowDown) on a share of
 requests, 403 AccessDenied for chosen keys, 404 NoSuchKey for keys that
 "vanished" after listing, and 403 for chosen part numbers of multipart uploads
-(an upload that fails half-way). Reads of `stalled_keys` wait until `release()`,
-so a test can hold a scan in the middle of its pipeline for as long as it needs.
+(an upload that fails half-way). Reads of `stalled_keys` wait until `release()`
+or `stall_seconds`, so a test can hold a scan in the middle of its pipeline.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ ERROR_BODY = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><M
 
 class FaultyS3Proxy:
     def __init__(self, upstream: str, throttle_every: int = 0, denied_keys=(), vanished_keys=(),
-                 reject_credentials: bool = False, rejected_upload_parts=(), stalled_keys=()):
+                 reject_credentials: bool = False, rejected_upload_parts=(), stalled_keys=(), stall_seconds: float = 600):
         self.stalled_keys = set(stalled_keys)
+        self.stall_seconds = stall_seconds
         self.released = threading.Event()
         self.rejected_upload_parts = {str(n) for n in rejected_upload_parts}
         self.reject_credentials = reject_credentials
@@ -89,7 +90,7 @@ class FaultyS3Proxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if proxy._is_stalled(self.command, self.path):
-                    proxy.released.wait(timeout=600)
+                    proxy.released.wait(timeout=proxy.stall_seconds)
                 fault = proxy._fault_for(self.command, self.path)
                 if fault is not None:
                     status, code, message = fault

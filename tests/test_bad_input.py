@@ -213,9 +213,10 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
     for index, key in enumerate(keys):
         s3.put_object(Bucket=bucket, Key=key, Body=jpeg_bytes(64, 64, seed=index))
     output = tmp_path / "out"
-    with FaultyS3Proxy(s3_endpoint, stalled_keys={"p/zzz-held.jpg"}) as proxy:
-        # The store holds the last object's read, so the scan is certainly mid-pipeline (files committed,
-        # one read outstanding) when the signal arrives, however fast the machine is.
+    with FaultyS3Proxy(s3_endpoint, stalled_keys={"p/zzz-held.jpg"}, stall_seconds=30) as proxy:
+        # The store holds the last object's read for 30 s, so the scan is mid-pipeline (files committed, one read
+        # outstanding) when the signal arrives, however fast the machine is. The stop may wait for that read to
+        # end (Ray Data lets a running task finish), hence a bounded stall rather than one held until release().
         arguments = [f"s3://{bucket}/p", "--output", str(output), "--endpoint-url", proxy.endpoint, "--address", "local",
                      "--no-progress", "--classifier", tiny_checkpoints["classifier"],
                      "--segmenter", tiny_checkpoints["segmenter"], "--batch-size", "2", "--rows-per-file", "2",
