@@ -214,9 +214,8 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
         s3.put_object(Bucket=bucket, Key=key, Body=jpeg_bytes(64, 64, seed=index))
     output = tmp_path / "out"
     with FaultyS3Proxy(s3_endpoint, stalled_keys={"p/zzz-held.jpg"}, stall_seconds=30) as proxy:
-        # The store holds the last object's read for 30 s, so the scan is mid-pipeline (files committed, one read
-        # outstanding) when the signal arrives, however fast the machine is. The stop may wait for that read to
-        # end (Ray Data lets a running task finish), hence a bounded stall rather than one held until release().
+        # The store holds the last object's read, so the scan is mid-pipeline (files committed, one read
+        # outstanding) when the signal arrives, however fast the machine is.
         arguments = [f"s3://{bucket}/p", "--output", str(output), "--endpoint-url", proxy.endpoint, "--address", "local",
                      "--no-progress", "--classifier", tiny_checkpoints["classifier"],
                      "--segmenter", tiny_checkpoints["segmenter"], "--batch-size", "2", "--rows-per-file", "2",
@@ -228,6 +227,8 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
             time.sleep(0.5)  # wait until the scan is under way (a first file committed)
         assert process.poll() is None, process.communicate()
         process.send_signal(getattr(signal, stop_signal))
+        time.sleep(1)
+        proxy.release()  # the stop lets the in-flight read finish; s3fs would otherwise retry it into the stall
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == exit_code, stderr[-3000:]
         assert "Traceback" not in stderr
@@ -236,7 +237,6 @@ def test_signals_stop_the_scan_cleanly_with_the_conventional_exit_code(tiny_chec
         manifests = [p.read_text() for p in output.rglob("*.json")]
         assert manifests and all('"complete"' not in text for text in manifests), "an interrupted scan must not claim completion"
 
-        proxy.release()
         rerun = run_scan_command(*arguments)  # the same command resumes the stopped scan and finishes it
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(row["uri"] for row in read_scan(output)) == sorted(f"s3://{bucket}/{key}" for key in keys)
