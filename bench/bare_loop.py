@@ -30,7 +30,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
 
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
-    from forensics.masks import summarise_classes, summarise_mask
+    from forensics.masks import manipulated_probabilities, summarise_classes, summarise_mask
     from forensics.verdict import decide_verdict
     from forensics.checkpoint import bundled_checkpoint
     from forensics.model_card import CLASSIFIER, SEGMENTER
@@ -87,8 +87,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
             probability = probability.astype(np.float32)
             if probability.ndim == 3:  # a multi-class card: one RLE per class present, as the scan writes them
                 summarise_classes(probability, image.height, image.width, pixel_threshold, tuple(segmenter.card.class_names))
-                probability = 1.0 - probability[0]
-            summarise_mask(probability, image.height, image.width, pixel_threshold)
+            summarise_mask(manipulated_probabilities(probability), image.height, image.width, pixel_threshold)
             verdict = decide_verdict(float(ai_score), score, ai_threshold, manipulated_threshold)
             verdicts[verdict.label] = verdicts.get(verdict.label, 0) + 1
         lap("masks_and_verdicts")

@@ -124,7 +124,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.masks import mask_at_original_size
+    from forensics.masks import manipulated_probabilities, mask_at_original_size
     from forensics.metrics import PixelCounts
 
     classifier = ClassifierPredictor.from_checkpoint(classifier_checkpoint or bundled_checkpoint("classifier"))
@@ -140,8 +140,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
         probabilities = next(segmenter.probability_maps([view]))
         score = segmenter.image_score(probabilities)
-        manipulated = 1.0 - probabilities[0] if probabilities.ndim == 3 else probabilities  # a multi-class card: the union
-        predicted = mask_at_original_size(manipulated, decoded.height, decoded.width, threshold)
+        predicted = mask_at_original_size(manipulated_probabilities(probabilities), decoded.height, decoded.width, threshold)
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             all_ones.add(np.ones_like(item["mask"]), item["mask"])

@@ -185,11 +185,9 @@ class SegmenterPredictor(ModelPredictor):
         """Calibrated P(image manipulated) from a pixel probability map, (H, W) or (C, H, W) class
         probabilities (Platt scaling from the card)."""
         from forensics.calibration import platt
-        from forensics.masks import manipulation_score
+        from forensics.masks import manipulated_probabilities, manipulation_score
 
-        if probabilities.ndim == 3:
-            probabilities = 1.0 - probabilities[0]
-        raw = manipulation_score(probabilities)
+        raw = manipulation_score(manipulated_probabilities(probabilities))
         calibration = self.card.score_calibration
         if not calibration:
             return raw

@@ -117,6 +117,12 @@ def manipulation_logits(class_logits: np.ndarray) -> np.ndarray:
     return (logsumexp(class_logits[1:], axis=0) - class_logits[0]).astype(np.float32)
 
 
+def manipulated_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """P(manipulated) per pixel from a segmenter's map: an (H, W) binary map as it is, (C, H, W) class
+    probabilities as 1 - P(authentic), the union of the manipulated classes."""
+    return 1.0 - probabilities[0] if probabilities.ndim == 3 else probabilities
+
+
 def class_probabilities(class_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """(C, H, W) class logits -> (C, H, W) probabilities: channel 0 is 1 - P(manipulated) with the card's
     temperature on the manipulation logit; the rest share P(manipulated) by the softmax of their logits."""
@@ -152,7 +158,7 @@ def class_index_map(probabilities: np.ndarray, height: int, width: int, threshol
     keeping a running maximum, so memory stays a few maps whatever the number of classes.
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    union = upsample_probabilities(1.0 - probabilities[0], height, width) >= threshold
+    union = upsample_probabilities(manipulated_probabilities(probabilities), height, width) >= threshold
     classes = np.zeros((height, width), dtype=np.uint8)
     if not union.any():
         return classes

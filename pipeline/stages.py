@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
-from forensics.masks import summarise_classes, summarise_mask
+from forensics.masks import manipulated_probabilities, summarise_classes, summarise_mask
 from forensics.perceptual_hash import PDQ_INPUT_SPEC, pdq_hash
 from forensics.provenance import Provenance, read_provenance
 from forensics.model_card import NATIVE_CROPS
@@ -316,8 +316,7 @@ def assemble_rows(
                 class_masks, dominant_type = None, None
                 if probabilities.ndim == 3:
                     class_masks, dominant_type = summarise_classes(probabilities, height, width, pixel_threshold, tuple(class_names))
-                    probabilities = 1.0 - probabilities[0]
-                mask = summarise_mask(probabilities, height, width, pixel_threshold)
+                mask = summarise_mask(manipulated_probabilities(probabilities), height, width, pixel_threshold)
                 ai_score = float(batch[schema.AI_SCORE][index])
                 manipulation = float(batch[schema.MANIPULATION_SCORE][index])
                 verdict = decide_verdict(ai_score, manipulation, ai_threshold, manipulation_threshold,
