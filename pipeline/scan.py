@@ -316,67 +316,62 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
     counter = ray.remote(num_cpus=0)(ListingCounter).remote()
     gpus = config.gpus_per_actor
 
-    # One listing task (a quarter CPU, so it never waits behind the model actors). Ray coalesces
-    # its output into large blocks; a repartition cuts them into `listing_block_rows` blocks.
-    listing_block_rows = config.listing_block_rows
-    listing = ray.data.read_datasource(
-        ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
-                       block_rows=listing_block_rows, exclude=output.uri),
-        override_num_blocks=1, num_cpus=0.25,
-    )
-    skip_arguments = {"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
-                      "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
-                      "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json}
-    pending = None
-    if plan.expects_known_objects:
-        # An increment (or a resume): most listed objects are known, so list and skip first, in the listing's
-        # own task (listing rows only, no pixels), and start only the model actors the remaining objects can
-        # keep busy: none when nothing is new.
-        try:
-            remaining = listing.map_batches(skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=0.25,
-                                            fn_kwargs=skip_arguments).materialize()
-            pending = remaining.count()
-        except Exception as error:
-            ray.kill(counter)
-            raise ScanError(f"Scan {plan.scan_id} stopped while listing {source_uri}: "
-                            f"{strip_credentials(_root_cause(error))}. Run the same command again to resume.") from error
-        dataset = remaining.repartition(target_num_rows_per_block=listing_block_rows)
-    else:
-        # Streaming: the skip stage asks what decoding asks, so it fuses into the model actors' operator.
-        dataset = listing.repartition(target_num_rows_per_block=listing_block_rows).map_batches(
-            skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=config.decode_cpus,
-            fn_kwargs=skip_arguments)
-    pool = config.model_pool_size(*cluster_resources(), pending_objects=pending)
-    compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
-               else ray.data.ActorPoolStrategy(size=pool))
-    dataset = dataset.map_batches(
-        fetch_and_decode, batch_format="numpy", batch_size=config.decode_batch_size, num_cpus=config.decode_cpus,
-        fn_kwargs={"classifier_card": classifier_card.to_dict(), "segmenter_card": segmenter_card.to_dict(),
-                   "max_pixels": config.max_pixels, "max_bytes": config.max_bytes, "min_side": config.min_side,
-                   "endpoint_url": endpoint_url,
-                   "storage_options_json": options_json},
-    )
-    dataset = dataset.map_batches(
-        DetectForgeries, batch_format="numpy", batch_size=config.batch_size, compute=compute,
-        num_gpus=gpus if gpus > 0 else None, num_cpus=config.cpus_per_actor,
-        fn_constructor_kwargs={
-            "classifier_card": classifier_card.to_dict(),
-            "classifier_weights": ray.put(classifier_weights) if classifier_weights else None,
-            "segmenter_card": segmenter_card.to_dict(),
-            "segmenter_weights": ray.put(segmenter_weights) if segmenter_weights else None,
-            "analysis": config.analysis,
-        },
-        # Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1) restart a dead actor
-        # (e.g. killed for memory) and retry its batch; nothing is lost.
-    )
-    dataset = dataset.map_batches(
-        assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.25,
-        fn_kwargs={"scan_id": plan.scan_id, **row_settings(classifier_card, segmenter_card)},
-    )
-    if hash_bank is not None:
-        dataset = dataset.map_batches(match_hash_bank, batch_format="pyarrow", batch_size=config.batch_size,
-                                      num_cpus=0.25, fn_kwargs={"bank": hash_bank})
     try:
+        # One listing task (a quarter CPU, so it never waits behind the model actors). Ray coalesces
+        # its output into large blocks; a repartition cuts them into `listing_block_rows` blocks.
+        listing_block_rows = config.listing_block_rows
+        listed_objects = ray.data.read_datasource(
+            ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
+                           block_rows=listing_block_rows, exclude=output.uri),
+            override_num_blocks=1, num_cpus=0.25,
+        )
+        skip_arguments = {"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
+                          "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
+                          "counter": counter, "endpoint_url": endpoint_url, "storage_options_json": options_json}
+        pending = None
+        if plan.expects_known_objects:
+            # An increment (or a resume): most listed objects are known, so list and skip first, in the listing's
+            # own task (listing rows only, no pixels), and start only the model actors the remaining objects can
+            # keep busy: none when nothing is new.
+            remaining = listed_objects.map_batches(skip_done_objects, batch_format="pyarrow", batch_size=None,
+                                                   num_cpus=0.25, fn_kwargs=skip_arguments).materialize()
+            pending = remaining.count()
+            dataset = remaining.repartition(target_num_rows_per_block=listing_block_rows)
+        else:
+            # Streaming: the skip stage asks what decoding asks, so it fuses into the model actors' operator.
+            dataset = listed_objects.repartition(target_num_rows_per_block=listing_block_rows).map_batches(
+                skip_done_objects, batch_format="pyarrow", batch_size=None, num_cpus=config.decode_cpus,
+                fn_kwargs=skip_arguments)
+        pool = config.model_pool_size(*cluster_resources(), pending_objects=pending)
+        compute = (ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]) if isinstance(pool, tuple)
+                   else ray.data.ActorPoolStrategy(size=pool))
+        dataset = dataset.map_batches(
+            fetch_and_decode, batch_format="numpy", batch_size=config.decode_batch_size, num_cpus=config.decode_cpus,
+            fn_kwargs={"classifier_card": classifier_card.to_dict(), "segmenter_card": segmenter_card.to_dict(),
+                       "max_pixels": config.max_pixels, "max_bytes": config.max_bytes, "min_side": config.min_side,
+                       "endpoint_url": endpoint_url,
+                       "storage_options_json": options_json},
+        )
+        dataset = dataset.map_batches(
+            DetectForgeries, batch_format="numpy", batch_size=config.batch_size, compute=compute,
+            num_gpus=gpus if gpus > 0 else None, num_cpus=config.cpus_per_actor,
+            fn_constructor_kwargs={
+                "classifier_card": classifier_card.to_dict(),
+                "classifier_weights": ray.put(classifier_weights) if classifier_weights else None,
+                "segmenter_card": segmenter_card.to_dict(),
+                "segmenter_weights": ray.put(segmenter_weights) if segmenter_weights else None,
+                "analysis": config.analysis,
+            },
+            # Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1) restart a dead actor
+            # (e.g. killed for memory) and retry its batch; nothing is lost.
+        )
+        dataset = dataset.map_batches(
+            assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.25,
+            fn_kwargs={"scan_id": plan.scan_id, **row_settings(classifier_card, segmenter_card)},
+        )
+        if hash_bank is not None:
+            dataset = dataset.map_batches(match_hash_bank, batch_format="pyarrow", batch_size=config.batch_size,
+                                          num_cpus=0.25, fn_kwargs={"bank": hash_bank})
         # A quarter CPU per write task: with a full CPU the writes wait behind the decode and
         # model stages, and results would only be committed at the very end of a scan.
         if pending != 0:

@@ -54,12 +54,15 @@ class FaultyS3Proxy:
         self.server.shutdown()
         self.server.server_close()
 
+    @staticmethod
+    def _object_key(path: str) -> str:
+        return urllib.parse.unquote(path.split("?", 1)[0]).split("/", 2)[-1]
+
     def _is_stalled(self, method: str, path: str) -> bool:
-        key = urllib.parse.unquote(path.split("?", 1)[0]).split("/", 2)[-1]
-        return method == "GET" and "list-type" not in path and key in self.stalled_keys
+        return method == "GET" and "list-type" not in path and self._object_key(path) in self.stalled_keys
 
     def _fault_for(self, method: str, path: str):
-        key = urllib.parse.unquote(path.split("?", 1)[0]).split("/", 2)[-1]
+        key = self._object_key(path)
         is_object_read = method in ("GET", "HEAD") and "list-type" not in path and "/" in path.strip("/")
         with self.lock:
             if self.reject_credentials:
