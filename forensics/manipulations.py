@@ -16,9 +16,16 @@ with a class-indexed mask (ids of forensics.model_card.MANIPULATION_CLASSES):
 - ``generated_region``: a region re-drawn by a generator family
   (forensics.generators), as generative fill would.
 
-Every sample then goes through the post-processing chain of
+Hosts and donors are cut from the photographs as a scan meets them
+(`PhotoSampling`): half the time at native resolution, with no resampling of
+their own (a resampled donor then differs from its host, the trace a splice
+detector needs), and half the time after a camera-style JPEG of the whole
+photograph (so a crop carries a JPEG grid at any offset, as crops of camera
+JPEGs do). Every sample then goes through the post-processing chain of
 forensics.generators (resize, mild noise, JPEG/WebP 60-95 or PNG), the mask
-resized with it (nearest). Only scikit-image photographs are used, split by
+resized with it (nearest); the chain resizes less often than a classifier's
+(`MANIPULATION_POST_PROCESSING`), because a global resize hides the local
+resampling difference a splice leaves. Only scikit-image photographs are used, split by
 photograph (forensics.synthetic.photographs_for_split), so no photograph is in
 both a training and an evaluation set; scikit-learn's and matplotlib's sample
 photographs are reserved for independent checks.
@@ -28,12 +35,14 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from forensics.generators import PostProcessing
 from forensics.model_card import MANIPULATION_CLASSES
 from forensics.synthetic import photographs_for_split, random_crop, random_region_mask
 
@@ -45,6 +54,47 @@ FAMILY_CLASS = {
     "double_jpeg": SPLICED, "generated_region": GENERATED,
 }
 SAMPLES_FILE = "samples.csv"  # one row per image: file, mask, families, photo, donor, chain, split
+# A global resize after the edit resamples host and donor alike and hides the splice's own resampling: resize a
+# quarter of the samples (a classifier's chain resizes half), so most keep the local difference a scan can see.
+MANIPULATION_POST_PROCESSING = PostProcessing(resize_probability=0.25)
+
+
+@dataclass(frozen=True)
+class PhotoSampling:
+    """How a host or donor is cut from a photograph."""
+
+    native_probability: float = 0.5  # a crop at native resolution (no resampling); otherwise a rescaled crop
+    camera_jpeg_probability: float = 0.5  # the whole photograph JPEG-compressed first, as a camera would
+    camera_jpeg_quality: tuple[int, int] = (75, 95)
+
+    def camera_photo(self, rng: np.random.Generator, photo: np.ndarray) -> tuple[np.ndarray, str]:
+        """The photograph as a camera JPEG (`camera_jpeg_probability` of the time), else unchanged; with a note."""
+        if rng.random() >= self.camera_jpeg_probability:
+            return photo, "pristine"
+        buffer = io.BytesIO()
+        quality = int(rng.integers(self.camera_jpeg_quality[0], self.camera_jpeg_quality[1] + 1))
+        Image.fromarray(photo).save(buffer, format="JPEG", quality=quality)
+        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")), f"camera jpeg {quality}"
+
+    def crop(self, rng: np.random.Generator, photo: np.ndarray, size: int) -> tuple[np.ndarray, str]:
+        """A size x size crop: native pixels (`native_probability`, when the photograph is large enough) or a
+        rescaled crop (forensics.synthetic.random_crop); with a note saying which."""
+        if rng.random() < self.native_probability:
+            native = native_crop(rng, photo, size)
+            if native is not None:
+                return native, "native crop"
+        return random_crop(rng, photo, size), "rescaled crop"
+
+
+def native_crop(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.ndarray | None:
+    """A size x size crop at native resolution at a random position (randomly flipped), or None when the
+    photograph is smaller than `size`."""
+    height, width = photo.shape[:2]
+    if height < size or width < size:
+        return None
+    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    crop = photo[top : top + size, left : left + size]
+    return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
 
 
 def _alpha(rng: np.random.Generator, mask: np.ndarray, feather_probability: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -78,17 +128,19 @@ def _ring(mask: np.ndarray, width: int = 6) -> np.ndarray:
     return grown & ~mask
 
 
-def splice(rng: np.random.Generator, image: np.ndarray, donor_photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def splice(rng: np.random.Generator, image: np.ndarray, donor_photo: np.ndarray,
+           sampling: PhotoSampling = PhotoSampling()) -> tuple[np.ndarray, np.ndarray, str]:
     """Paste a region cut from another photograph; returns (image, bool mask, what was done)."""
     height, width = image.shape[:2]
     notes = []
     if rng.random() < 0.5:  # resampled donor: its pixels went through an interpolation the target's did not
         factor = float(rng.choice([rng.uniform(0.6, 0.9), rng.uniform(1.15, 1.6)]))
-        donor = random_crop(rng, donor_photo, max(16, int(round(height / factor))))
+        donor, cut_note = sampling.crop(rng, donor_photo, max(16, int(round(height / factor))))
         donor = np.asarray(Image.fromarray(donor).resize((width, height), Image.BICUBIC if rng.random() < 0.5 else Image.BILINEAR))
-        notes.append(f"resampled {factor:.2f}")
+        notes += [f"donor {cut_note}", f"resampled {factor:.2f}"]
     else:
-        donor = random_crop(rng, donor_photo, height)
+        donor, cut_note = sampling.crop(rng, donor_photo, height)
+        notes.append(f"donor {cut_note}")
     if donor.shape[:2] != (height, width):
         donor = np.asarray(Image.fromarray(donor).resize((width, height), Image.BILINEAR))
     mask = random_region_mask(rng, height, width)
@@ -188,15 +240,17 @@ def generated_region(rng: np.random.Generator, image: np.ndarray) -> tuple[np.nd
 
 
 def manipulate(
-    rng: np.random.Generator, image: np.ndarray, family: str, donor_photo: np.ndarray | None = None
+    rng: np.random.Generator, image: np.ndarray, family: str, donor_photo: np.ndarray | None = None,
+    sampling: PhotoSampling = PhotoSampling(),
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Apply one family to an (H, W, 3) uint8 image; returns (image, bool mask of the edited pixels, details)."""
+    """Apply one family to an (H, W, 3) uint8 image; returns (image, bool mask of the edited pixels, details).
+    `sampling` cuts a splice's donor from `donor_photo`."""
     edits: dict[str, Callable] = {"copy_move": copy_move, "removal": removal, "retouch": retouch,
                                   "double_jpeg": double_jpeg, "generated_region": generated_region}
     if family == "splice":
         if donor_photo is None:
             raise ValueError("The splice family needs a donor photograph (another photo of the same split).")
-        return splice(rng, image, donor_photo)
+        return splice(rng, image, donor_photo, sampling)
     if family not in edits:
         raise ValueError(f"Wrong manipulation family `{family}`, supported families: {list(MANIPULATION_FAMILIES)}")
     return edits[family](rng, image)
@@ -211,25 +265,26 @@ def write_manipulation_dataset(
     families: tuple[str, ...] | None = None,
     authentic_fraction: float = 0.15,
     second_edit_probability: float = 0.25,
-    post_processing=None,
+    post_processing: PostProcessing = MANIPULATION_POST_PROCESSING,
+    sampling: PhotoSampling = PhotoSampling(),
 ) -> dict[str, int]:
     """A multi-class segmenter dataset: `images/<stem>.<jpg|webp|png>` and `masks/<stem>.png` holding class ids.
 
     Each non-authentic image gets one family's edit (families taken in turn, so
     they are balanced) and, with `second_edit_probability`, a second edit of
     another family on top (its pixels take the later class), so a model learns
-    types per pixel, not per image. Then the post-processing chain of
+    types per pixel, not per image. Hosts and donors are cut by `sampling`
+    (native or rescaled, from camera-JPEG or pristine photographs). Then the post-processing chain of
     forensics.generators runs on every image (authentic ones too). Images are
     `size` px squares before that chain's resize. `samples.csv` records every
     image's families, photographs and chain. Returns counts per class and family.
     """
-    from forensics.generators import PostProcessing, post_process
+    from forensics.generators import post_process
 
     families = tuple(families or MANIPULATION_FAMILIES)
     unknown = sorted(set(families) - set(MANIPULATION_FAMILIES))
     if unknown:
         raise ValueError(f"Wrong manipulation families {unknown}, supported families: {list(MANIPULATION_FAMILIES)}")
-    post_processing = post_processing or PostProcessing()
     directory = Path(directory)
     rng = np.random.default_rng(seed)
     photos = photographs_for_split(split)
@@ -242,7 +297,8 @@ def write_manipulation_dataset(
     for index in range(n):
         target_index = int(rng.integers(len(photos)))
         name, photo = photos[target_index]
-        image = random_crop(rng, photo, size)
+        camera, camera_note = sampling.camera_photo(rng, photo)
+        image, crop_note = sampling.crop(rng, camera, size)
         mask = np.zeros((size, size), np.uint8)
         applied, donors, details = [], [], []
         if rng.random() >= authentic_fraction:
@@ -254,8 +310,11 @@ def write_manipulation_dataset(
                 donor = None
                 if family == "splice":
                     donor_name, donor = photos[(target_index + 1 + int(rng.integers(len(photos) - 1))) % len(photos)]
+                    donor, donor_camera = sampling.camera_photo(rng, donor)
                     donors.append(donor_name)
-                image, region, detail = manipulate(rng, image, family, donor)
+                image, region, detail = manipulate(rng, image, family, donor, sampling)
+                if donor is not None:
+                    detail += f" (donor photograph {donor_camera})"
                 mask[region] = FAMILY_CLASS[family]
                 applied.append(family)
                 details.append(f"{family}: {detail}")
@@ -268,7 +327,8 @@ def write_manipulation_dataset(
         (directory / "images" / f"{stem}{suffix}").write_bytes(data)
         Image.fromarray(mask).resize(final, Image.NEAREST).save(directory / "masks" / f"{stem}.png")
         rows.append({"file": f"images/{stem}{suffix}", "mask": f"masks/{stem}.png", "families": "+".join(applied),
-                     "photo": name, "donors": "+".join(donors), "details": "; ".join(details), "chain": chain, "split": split})
+                     "photo": name, "host": f"{crop_note} of a {camera_note} photograph", "donors": "+".join(donors),
+                     "details": "; ".join(details), "chain": chain, "split": split})
     with open(directory / SAMPLES_FILE, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])
         writer.writeheader()

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from forensics.manipulations import FAMILY_CLASS, MANIPULATION_FAMILIES, manipulate, write_manipulation_dataset
+from forensics.manipulations import (
+    FAMILY_CLASS, MANIPULATION_FAMILIES, PhotoSampling, manipulate, native_crop, write_manipulation_dataset,
+)
 from forensics.model_card import MANIPULATION_CLASSES
 from forensics.synthetic import photographs_for_split, random_crop
 
@@ -53,6 +55,48 @@ def test_dataset_masks_hold_the_class_ids_of_the_families_applied_and_splits_sha
             assert row["chain"].split(" > ")[-1].split()[0] in ("jpeg", "webp", "png")
     assert not photos["train"] & photos["heldout"]
     assert (tmp_path / "train" / "classes.txt").read_text().splitlines()[1] == f"1 {MANIPULATION_CLASSES[1]}"
+
+
+def _found_in(crop: np.ndarray, photo: np.ndarray) -> bool:
+    """Whether `crop` is a window of `photo` (or of its mirror image), pixel for pixel."""
+    size = crop.shape[0]
+    for candidate in (photo, photo[:, ::-1]):
+        rows, columns = np.nonzero((candidate[: -size + 1, : -size + 1] == crop[0, 0]).all(-1))
+        if any(np.array_equal(candidate[r : r + size, c : c + size], crop) for r, c in zip(rows, columns)):
+            return True
+    return False
+
+
+def test_a_native_crop_holds_the_photographs_own_pixels_and_a_rescaled_crop_does_not():
+    rng = np.random.default_rng(5)
+    photo = photographs_for_split("train")[0][1]
+    native, note = PhotoSampling(native_probability=1.0).crop(rng, photo, 64)
+    assert note == "native crop" and native.shape == (64, 64, 3) and _found_in(native, photo)
+    rescaled, note = PhotoSampling(native_probability=0.0).crop(rng, photo, 64)
+    assert note == "rescaled crop" and not _found_in(rescaled, photo)
+    assert native_crop(rng, photo[:32, :32], 64) is None  # too small for a native crop: the caller rescales
+
+
+def test_a_camera_jpeg_photograph_is_the_photograph_after_one_jpeg_at_the_noted_quality():
+    import io
+
+    photo = photographs_for_split("train")[0][1][:96, :96].copy()
+    camera, note = PhotoSampling(camera_jpeg_probability=1.0).camera_photo(np.random.default_rng(2), photo)
+    quality = int(note.rsplit(" ", 1)[1])
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=quality)
+    assert note.startswith("camera jpeg") and 75 <= quality <= 95
+    assert np.array_equal(camera, np.asarray(Image.open(buffer).convert("RGB")))
+    unchanged, note = PhotoSampling(camera_jpeg_probability=0.0).camera_photo(np.random.default_rng(2), photo)
+    assert note == "pristine" and unchanged is photo
+
+
+def test_dataset_rows_say_how_each_host_was_cut(tmp_path):
+    write_manipulation_dataset(tmp_path, 12, seed=4, size=64, split="train",
+                               sampling=PhotoSampling(native_probability=0.5, camera_jpeg_probability=0.5))
+    hosts = [row["host"] for row in csv.DictReader(open(tmp_path / "samples.csv"))]
+    assert {h.split(" of a ")[0] for h in hosts} == {"native crop", "rescaled crop"}
+    assert any("camera jpeg" in h for h in hosts) and any("pristine" in h for h in hosts)
 
 
 def test_make_dataset_manipulations_records_its_command(tmp_path, monkeypatch, capsys):
