@@ -11,7 +11,13 @@ Each image goes through the scan's own forensics path (decode_image, the
 cards' native views, stitched tiles, calibrated scores), so the figures are
 what a scan of this archive would write. A check that reports; it never asserts.
 
+`--photographs heldout` builds the same archive from scikit-image's held-out
+photographs instead (forensics.synthetic.HELD_OUT_PHOTOS): the check to
+compare candidate checkpoints with, so that choosing one never looks at the
+reserved photographs.
+
     python -m bench.independent_check [--count 60] [--analysis native|triage] [--output bench/results/independent_check.json]
+                                      [--photographs reserved|heldout]
                                       [--classifier CKPT] [--segmenter CKPT]   # default: the shipped checkpoints
 """
 
@@ -27,6 +33,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.config import ANALYSIS_MODES, NATIVE
+
+
+PHOTOGRAPH_SETS = ("reserved", "heldout")
+
+
+def source_photographs(which: str) -> list[tuple[str, np.ndarray]]:
+    """`reserved`: scikit-learn's and matplotlib's sample photographs; `heldout`: scikit-image's held-out split."""
+    if which == "heldout":
+        from forensics.synthetic import photographs_for_split
+
+        return list(photographs_for_split("heldout"))
+    if which != "reserved":
+        raise ValueError(f"Wrong photograph set `{which}`, supported sets: {list(PHOTOGRAPH_SETS)}")
+    return reserved_photographs()
 
 
 def reserved_photographs() -> list[tuple[str, np.ndarray]]:
@@ -97,10 +117,10 @@ def generated(rng, image: np.ndarray) -> bytes:
     return _jpeg(out, int(rng.integers(80, 96)))
 
 
-def build_archive(count: int, seed: int = 2026):
+def build_archive(count: int, seed: int = 2026, photographs: str = "reserved"):
     """`count` objects, a third each: authentic, spliced (with masks), generated stand-ins."""
     rng = np.random.default_rng(seed)
-    photos = reserved_photographs()
+    photos = source_photographs(photographs)
     objects = []
     for index in range(count):
         name, photo = photos[(index // 3) % len(photos)]  # every kind from every photograph
@@ -118,7 +138,7 @@ def build_archive(count: int, seed: int = 2026):
 
 
 def run_check(count: int, analysis: str, classifier_checkpoint: str | None = None,
-              segmenter_checkpoint: str | None = None) -> dict:
+              segmenter_checkpoint: str | None = None, photographs: str = "reserved") -> dict:
     from sklearn.metrics import roc_auc_score
 
     from forensics.checkpoint import bundled_checkpoint
@@ -134,7 +154,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     threshold = segmenter.card.threshold("pixel")
     counts, all_ones = PixelCounts(), PixelCounts()
     rows = []
-    for item in build_archive(count):
+    for item in build_archive(count, photographs=photographs):
         decoded = decode_image(item["data"], [classifier.card.input_spec, segmenter.card.input_spec])
         ai = float(classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0])
         view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
@@ -151,7 +171,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     not_generated = kinds != "generated"
     return {
         "command": "python -m bench.independent_check " + " ".join(sys.argv[1:]),
-        "images": count, "analysis": analysis,
+        "images": count, "analysis": analysis, "photographs": photographs,
         "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version},
         "pixel_f1": counts.to_dict().get("pixel_f1"), "pixel_f1_all_ones_mask": all_ones.to_dict().get("pixel_f1"),
         "manipulation_roc_auc": float(roc_auc_score(kinds[not_generated] == "spliced", manipulation[not_generated])),
@@ -167,10 +187,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=NATIVE)
     parser.add_argument("--output", type=Path, default=Path("bench/results/independent_check.json"))
+    parser.add_argument("--photographs", choices=PHOTOGRAPH_SETS, default="reserved",
+                        help="reserved: the independent check; heldout: the same procedures on scikit-image's held-out "
+                             "photographs, for choosing between checkpoints")
     parser.add_argument("--classifier", help="classifier checkpoint (default: the shipped one)")
     parser.add_argument("--segmenter", help="segmenter checkpoint (default: the shipped one)")
     args = parser.parse_args()
-    result = run_check(args.count, args.analysis, args.classifier, args.segmenter)
+    result = run_check(args.count, args.analysis, args.classifier, args.segmenter, args.photographs)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))

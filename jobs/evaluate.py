@@ -98,8 +98,28 @@ def record_in_card(checkpoint: str, summary: dict[str, Any]) -> None:
     for key in ("calibration_data", "leave_one_family_out"):
         if key in summary:
             evaluation[key] = summary[key]
-    reproduce = chain_with_dataset(card.reproduce, [summary.get("calibration_data"), summary["data"]], command)
+    chain = _with_leave_one_out_recipes(_without_recorded_evaluations(card.reproduce, command), summary)
+    reproduce = chain_with_dataset(chain, [summary.get("calibration_data"), summary["data"]], command)
     update_card(checkpoint, card.replace(metrics={**card.metrics, "evaluation": evaluation}, reproduce=reproduce))
+
+
+def _without_recorded_evaluations(chain: str, command: str) -> str:
+    """`chain` less the earlier `forgescan evaluate ... --record-in-card` steps that `command` replaces (a card
+    holds one evaluation; the same command is kept, so recording it again does not repeat it)."""
+    steps = [step for step in chain.split(" && ") if step]
+    return " && ".join(step for step in steps if step == command
+                       or not (step.startswith("forgescan evaluate ") and "--record-in-card" in step.split()))
+
+
+def _with_leave_one_out_recipes(chain: str, summary: dict[str, Any]) -> str:
+    """`chain` plus, for each leave-one-out checkpoint evaluated, the steps of its own card's `reproduce` not yet
+    in it (the dataset and the training run without the family), so the evaluation's figures can be reproduced."""
+    from forensics.checkpoint import read_card
+
+    steps = [step for step in chain.split(" && ") if step]
+    for row in summary.get("leave_one_family_out", []):
+        steps += [step for step in read_card(row["checkpoint"]).reproduce.split(" && ") if step and step not in steps]
+    return " && ".join(steps)
 
 
 def shipped_checkpoint(model: str) -> Path:

@@ -32,7 +32,8 @@ def protocol(tmp_path_factory):
     write_real_fake_dataset(folder / "heldout_again", 4, seed=23, size=64, split="heldout", families=FAMILIES)
     card = default_classifier_card((64, 64)).replace(version="tiny-all-families", reproduce="python -m jobs.train classifier")
     everything = save_checkpoint(build_model(card), card, folder / "all.safetensors")
-    unseen = card.replace(version="tiny-without-pixel-shuffle", training_data={"excluded_families": ["pixel_shuffle"]})
+    unseen = card.replace(version="tiny-without-pixel-shuffle", training_data={"excluded_families": ["pixel_shuffle"]},
+                          reproduce="python -m jobs.train classifier --exclude-family pixel_shuffle")
     without = save_checkpoint(build_model(unseen), unseen, folder / "without_pixel_shuffle.safetensors")
     return {"folder": folder, "all": str(everything), "without": str(without)}
 
@@ -108,6 +109,12 @@ def test_calibrated_and_evaluated_card_reproduces_its_whole_chain(protocol, tmp_
     assert evaluation["temperature"] == calibrated.temperature and evaluation["threshold"] == calibrated.threshold("ai_generated")
     assert _evaluate(monkeypatch, argv) == 0  # recording the same evaluation again does not repeat it
     assert read_card(checkpoint).reproduce == card.reproduce
+    with_leave_one_out = argv + ["--leave-one-out", protocol["without"]]
+    assert _evaluate(monkeypatch, with_leave_one_out) == 0  # a newer evaluation replaces the recorded one
+    steps = read_card(checkpoint).reproduce.split(" && ")
+    assert steps[:-1] == card.reproduce.split(" && ")[:-1] + [read_card(protocol["without"]).reproduce]
+    assert steps[-1] == "forgescan evaluate " + " ".join(with_leave_one_out)
+    assert read_card(checkpoint).metrics["evaluation"]["leave_one_family_out"][0]["family"] == "pixel_shuffle"
 
 
 def test_reliability_bins_follow_the_observed_rate():
