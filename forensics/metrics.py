@@ -8,7 +8,7 @@ model from a constant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,10 @@ class PixelCounts:
         self.true_negative += int(np.count_nonzero(~predicted & ~target))
         self.positive_pixels += int(np.count_nonzero(target))
         self.total_pixels += int(target.size)
+
+    def __add__(self, other: "PixelCounts") -> "PixelCounts":
+        """The counts of two sets of masks together (`sum(many, PixelCounts())` pools a subset of images)."""
+        return PixelCounts(*(mine + theirs for mine, theirs in zip(astuple(self), astuple(other))))
 
     @property
     def f1(self) -> float:

@@ -5,6 +5,8 @@
     forgescan evaluate segmenter  --checkpoint runs/segmenter/segmenter.safetensors --data DATASET --output eval/
     forgescan evaluate classifier --checkpoint ALL.safetensors --data HELDOUT --calibration-data CALIBRATION \
         --leave-one-out runs/without_pixel_shuffle/classifier.safetensors --leave-one-out ... --output eval/
+    forgescan evaluate segmenter  --checkpoint ALL.safetensors --data HELDOUT \
+        --leave-one-out runs/without_splice/segmenter.safetensors --leave-one-out ... --output eval/
 
 Images are decoded and cut exactly as the scanner does (forensics.tiling), and
 scores use each card's temperature and thresholds, so the figures describe what
@@ -20,6 +22,13 @@ checkpoint was trained with `forgescan train classifier --exclude-family F`
 (its card says which): it is tested on the real images and the fakes of F
 only, the family it never saw, beside the all-family model on the same images.
 The tables go to `report.md`.
+
+The segmenter protocol, on a dataset made by `forgescan make-dataset
+manipulations` (its samples.csv names each image's families): a table per
+manipulation family (pixel F1 over the images carrying it, their image-level
+ROC-AUC against all authentic images), and each `--leave-one-out` segmenter,
+trained with `forgescan train segmenter --exclude-family F`, tested on the
+authentic images and those carrying F, with its own card's calibration.
 """
 
 from __future__ import annotations
@@ -49,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from --data: no shared image or source photograph) instead of using the card's")
     parser.add_argument("--target-fpr", type=float, default=0.05, help="with --calibration-data: false-positive rate of the threshold")
     parser.add_argument("--leave-one-out", action="append", default=[], metavar="CHECKPOINT",
-                        help="classifier: a checkpoint trained with --exclude-family F (repeat, one per family); tested on "
-                             "--data's real images and the fakes of F only")
+                        help="a checkpoint trained with --exclude-family F (repeat, one per family); tested on --data's "
+                             "real (authentic) images and those of F only")
     parser.add_argument("--record-in-card", action="store_true",
                         help="write the headline figures (per family, leave-one-family-out, ECE) into the (single) "
                              "checkpoint's card under metrics.evaluation, and this command into its `reproduce`")
@@ -327,7 +336,89 @@ def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, 
         plot_confusion_matrix(row_fractions(outputs.class_confusion), output / "class_confusion_matrix.png",
                               class_names=card.class_names, title="Pixel classes (share of each true class)")
     plot_mask_examples(outputs.examples, output / "mask_examples.png", card.threshold("pixel"), f"Segmenter {card.version}")
+    families = _families_if_recorded(args.data, pairs, required=bool(args.leave_one_out))
+    if families is not None and has_mask.any() and not has_mask.all():
+        from forensics.training.evaluation import segmenter_family_metrics
+
+        summary["per_family"] = segmenter_family_metrics(outputs, families, scores, card.threshold("manipulated"))
+        if args.leave_one_out:
+            summary["leave_one_family_out"] = segmenter_leave_one_family_out(args, pairs, families, summary["per_family"])
+    (output / "report.md").write_text(segmenter_report(summary))
     return summary
+
+
+def _families_if_recorded(data: str, pairs, required: bool) -> list[tuple[str, ...]] | None:
+    """Each pair's manipulation families from the dataset's samples.csv; None when it has none (unless `required`)."""
+    from forensics.training import DatasetError, manipulation_families_of
+
+    try:
+        return manipulation_families_of(data, pairs)
+    except DatasetError:
+        if required:
+            raise
+        return None
+
+
+def segmenter_leave_one_family_out(args, pairs, families, reference_per_family: list[dict]) -> list[dict[str, Any]]:
+    """Each leave-one-out segmenter on the authentic images and the images carrying the family it never saw,
+    with its own card's temperature, score calibration and thresholds (fitted without the family)."""
+    from forensics.checkpoint import read_card
+    from forensics.training.evaluation import segmenter_family_metrics, segmenter_outputs
+
+    reference = {row["family"]: row for row in reference_per_family}
+    rows = []
+    for path in args.leave_one_out:
+        excluded = tuple(read_card(path).training_data.get("excluded_families") or ())
+        if not excluded:
+            raise ValueError(f"--leave-one-out {path}: its card names no excluded family; train it with "
+                             "`forgescan train segmenter --exclude-family FAMILY`.")
+        chosen = [i for i, applied in enumerate(families) if not applied or set(applied) & set(excluded)]
+        if not any(families[i] for i in chosen):
+            present = sorted({f for applied in families for f in applied})
+            raise ValueError(f"--leave-one-out {path} was trained without {list(excluded)}, but {args.data} has no images "
+                             f"of those families (it has {present}).")
+        predictor = _predictor(path, "segmenter", args.device)
+        outputs = segmenter_outputs(predictor, [pairs[i] for i in chosen], args.batch_size)
+        label = "+".join(excluded)
+        unseen = [(label,) if set(families[i]) & set(excluded) else () for i in chosen]
+        scores = outputs.manipulation_scores(predictor.card.temperature, predictor.card.score_calibration)
+        (row,) = segmenter_family_metrics(outputs, unseen, scores, predictor.card.threshold("manipulated"))
+        family = row["family"]
+        rows.append({**row, "checkpoint": path, "version": predictor.version,
+                     "all_family_model": {k: reference[family][k] for k in ("pixel_f1", "roc_auc", "detection_rate")}
+                     if family in reference else None})
+    return rows
+
+
+def segmenter_report(summary: dict[str, Any]) -> str:
+    """The segmenter evaluation as Markdown: headline, per class, per family, leave-one-family-out."""
+    def number(value, digits=3):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    pixel, image = summary["pixel"], summary.get("image_level") or {}
+    lines = [f"# Segmenter evaluation: {summary['version']}", "",
+             f"Test set `{summary['data']}` ({summary['count']} images); thresholds and temperature from the model card.", "",
+             "| pixel F1 | pixel IoU | all-ones mask F1 | image ROC-AUC | image ECE |", "|---|---|---|---|---|",
+             f"| {number(pixel.get('pixel_f1'))} | {number(pixel.get('pixel_iou'))} | {number(pixel.get('all_one_mask_f1'))} | "
+             f"{number(image.get('roc_auc'))} | {number(image.get('expected_calibration_error'))} |"]
+    if "classes" in summary:
+        per_class = summary["classes"]["per_class"]
+        lines += ["", "## Per class (pixel IoU at original size)", "", "| class | IoU |", "|---|---|"]
+        lines += [f"| {name} | {number(values['iou'])} |" for name, values in per_class.items()]
+    if summary.get("per_family"):
+        lines += ["", "## Per manipulation family (images carrying it; image ROC-AUC against all authentic images)", "",
+                  "| family | images | pixel F1 | ROC-AUC | detected at threshold |", "|---|---|---|---|---|"]
+        lines += [f"| {row['family']} | {row['images']} | {number(row['pixel_f1'])} | {number(row['roc_auc'])} | "
+                  f"{number(row['detection_rate'])} |" for row in summary["per_family"]]
+    if summary.get("leave_one_family_out"):
+        lines += ["", "## Leave one family out (trained without the family, tested on it)", "",
+                  "| family left out | images | pixel F1, unseen | ROC-AUC, unseen | detected, unseen | "
+                  "pixel F1, all-family model | ROC-AUC, all-family model |", "|---|---|---|---|---|---|---|"]
+        for row in summary["leave_one_family_out"]:
+            reference = row.get("all_family_model") or {}
+            lines.append(f"| {row['family']} | {row['images']} | {number(row['pixel_f1'])} | {number(row['roc_auc'])} | "
+                         f"{number(row['detection_rate'])} | {number(reference.get('pixel_f1'))} | {number(reference.get('roc_auc'))} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

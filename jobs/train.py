@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--folds", type=int, default=5, help="classifier: K of stratified K-fold cross-validation")
     data.add_argument("--max-folds", type=int, help="classifier: train only the first N of the K folds (quick runs)")
     data.add_argument("--exclude-family", action="append", dest="exclude_families", metavar="FAMILY",
-                      help="classifier: leave this generator family's fakes out of training and validation (repeat); "
-                           "a leave-one-family-out run, recorded in the card's training_data.excluded_families")
+                      help="leave a family out of training and validation (repeat): classifier, a generator family's fakes; "
+                           "segmenter, every image with a manipulation family (from the dataset's samples.csv). "
+                           "A leave-one-family-out run, recorded in the card's training_data.excluded_families")
     model = parser.add_argument_group("model")
     model.add_argument("--input-size", type=int, default=256, help="square model input in pixels (written to the card)")
     model.add_argument("--resize-mode", choices=RESIZE_MODES,
@@ -322,10 +323,14 @@ def train_segmenter(args) -> dict[str, Any]:
     from forensics.checkpoint import load_checkpoint, save_checkpoint
     from forensics.model_card import default_segmenter_card
     from forensics.models import build_model
-    from forensics.training import find_image_mask_pairs, fingerprint_samples, holdout_split
+    from forensics.training import (
+        find_image_mask_pairs, fingerprint_samples, holdout_split, manipulation_families_of, without_manipulation_families,
+    )
     from forensics.training.reports import write_segmenter_report
 
     pairs = find_image_mask_pairs(args.data, args.masks)
+    if args.exclude_families:
+        pairs = without_manipulation_families(pairs, manipulation_families_of(args.data, pairs), args.exclude_families)
     if args.valid_data:
         train_pairs, valid_pairs = pairs, find_image_mask_pairs(args.valid_data)
     else:
@@ -344,7 +349,8 @@ def train_segmenter(args) -> dict[str, Any]:
         version=_version(args, f"{args.arch.lower()}-{args.encoder}"),
         trained=True,
         training_data={"source": str(args.data), "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
-                       **fingerprint_samples(train_pairs)},
+                       **fingerprint_samples(train_pairs),
+                       **({"excluded_families": sorted(args.exclude_families)} if args.exclude_families else {})},
         reproduce=reproduce_command(args),
         notes=f"Trained by `forgescan train segmenter` ({'cross-entropy + Dice over ' + str(len(classes)) + ' classes' if classes else 'BCE + Dice'}); "
               "temperature and thresholds fitted on the validation split.",

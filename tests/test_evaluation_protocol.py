@@ -127,3 +127,98 @@ def test_reliability_bins_follow_the_observed_rate():
         assert abs(row["positive_rate"] - row["mean_probability"]) < 0.03
     overconfident = reliability_bins(np.where(labels, 0.99, 0.95), labels)
     assert overconfident[-1]["mean_probability"] > overconfident[-1]["positive_rate"] + 0.3
+
+
+# --- the segmenter protocol: per manipulation family and leave-one-family-out ------------------------------
+
+
+def test_segmenter_family_figures_pool_the_pixels_and_rank_the_images_of_each_family():
+    from forensics.metrics import PixelCounts
+    from forensics.training.evaluation import SegmenterOutputs, segmenter_family_metrics
+
+    def counts(true_positive, false_positive, false_negative):
+        return PixelCounts(true_positive, false_positive, false_negative, 100 - true_positive - false_positive - false_negative, 0, 100)
+
+    outputs = SegmenterOutputs(image_counts=[counts(0, 5, 0), counts(0, 0, 0), counts(10, 0, 10), counts(2, 4, 6), counts(8, 8, 0)])
+    families = [(), (), ("splice",), ("splice", "retouch"), ("removal",)]
+    scores = np.array([0.2, 0.6, 0.9, 0.5, 0.7])
+    rows = {row["family"]: row for row in segmenter_family_metrics(outputs, families, scores, threshold=0.55)}
+    assert sorted(rows) == ["removal", "retouch", "splice"]
+    splice = rows["splice"]
+    assert splice["images"] == 2 and splice["authentic_images"] == 2
+    assert splice["pixel_f1"] == pytest.approx(2 * 12 / (2 * 12 + 4 + 16))  # the two splice images' pixels pooled
+    assert splice["roc_auc"] == pytest.approx(0.75)  # 0.9 beats both authentic scores, 0.5 beats one of two
+    assert splice["detection_rate"] == pytest.approx(0.5)
+    assert rows["removal"]["pixel_f1"] == pytest.approx(16 / 24) and rows["removal"]["roc_auc"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def manipulation_protocol(tmp_path_factory):
+    import csv
+
+    import torch
+
+    from forensics.manipulations import write_manipulation_dataset
+    from forensics.model_card import MANIPULATION_CLASSES, default_segmenter_card
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("manipulations")
+    write_manipulation_dataset(folder / "heldout", 14, seed=5, size=64, split="heldout", authentic_fraction=0.3)
+    rows = list(csv.DictReader(open(folder / "heldout" / "samples.csv")))
+    card = default_segmenter_card((64, 64), classes=MANIPULATION_CLASSES).replace(version="tiny-all-families",
+                                                                                  reproduce="python -m jobs.train segmenter")
+    everything = save_checkpoint(build_model(card), card, folder / "all.safetensors")
+    unseen = card.replace(version="tiny-without-splice", training_data={"excluded_families": ["splice"]},
+                          reproduce="python -m jobs.train segmenter --exclude-family splice")
+    without = save_checkpoint(build_model(unseen), unseen, folder / "without_splice.safetensors")
+    return {"folder": folder, "rows": rows, "all": str(everything), "without": str(without)}
+
+
+def test_segmenter_leave_one_family_out_tests_the_model_on_the_family_it_never_saw(manipulation_protocol, tmp_path, monkeypatch):
+    folder, rows = manipulation_protocol["folder"], manipulation_protocol["rows"]
+    authentic = sum(not row["families"] for row in rows)
+    with_splice = sum("splice" in row["families"].split("+") for row in rows)
+    assert authentic >= 1 and with_splice >= 1  # the fixture's seed gives both
+    output = tmp_path / "eval"
+    assert _evaluate(monkeypatch, ["segmenter", "--checkpoint", manipulation_protocol["all"], "--data", str(folder / "heldout"),
+                                   "--leave-one-out", manipulation_protocol["without"], "--output", str(output)]) == 0
+    summary = json.loads((output / "metrics.json").read_text())
+    per_family = {row["family"]: row for row in summary["per_family"]}
+    assert sorted(per_family) == sorted({f for row in rows for f in row["families"].split("+") if f})
+    assert per_family["splice"]["images"] == with_splice and per_family["splice"]["authentic_images"] == authentic
+    (row,) = summary["leave_one_family_out"]
+    assert row["family"] == "splice" and row["images"] == with_splice and row["authentic_images"] == authentic
+    assert row["version"] == "tiny-without-splice"
+    assert row["all_family_model"]["pixel_f1"] == per_family["splice"]["pixel_f1"]
+    report = (output / "report.md").read_text()
+    assert "Leave one family out" in report and f"| splice | {with_splice} |" in report
+
+
+def test_segmenter_leave_one_out_needs_a_dataset_that_names_its_families(manipulation_protocol, tmp_path, monkeypatch, capsys):
+    folder = manipulation_protocol["folder"]
+    copy = tmp_path / "no_samples"
+    shutil.copytree(folder / "heldout", copy)
+    (copy / "samples.csv").unlink()
+    assert _evaluate(monkeypatch, ["segmenter", "--checkpoint", manipulation_protocol["all"], "--data", str(copy),
+                                   "--leave-one-out", manipulation_protocol["without"], "--output", str(tmp_path / "e")]) == 2
+    assert "samples.csv" in capsys.readouterr().err
+    assert _evaluate(monkeypatch, ["segmenter", "--checkpoint", manipulation_protocol["all"], "--data", str(copy),
+                                   "--output", str(tmp_path / "e")]) == 0  # without --leave-one-out, no family table
+
+
+def test_train_segmenter_without_a_family_leaves_out_every_image_carrying_it(manipulation_protocol, tmp_path):
+    from tests.test_training import _train_args
+    from jobs import train
+
+    folder, rows = manipulation_protocol["folder"], manipulation_protocol["rows"]
+    with_splice = sum("splice" in row["families"].split("+") for row in rows)
+    args = _train_args(model="segmenter", data=folder / "heldout", output=tmp_path, valid_fraction=0.25, epochs=1,
+                       batch_size=4, input_size=64, threads=1, num_workers=0, no_augment=True,
+                       classes="authentic,spliced,copy_moved,removed,retouched,generated", exclude_family="splice")
+    assert train.run(args) == 0
+    card = read_card(tmp_path / "segmenter.safetensors")
+    assert card.training_data["excluded_families"] == ["splice"] and "--exclude-family splice" in card.reproduce
+    assert card.training_data["train_pairs"] + card.training_data["valid_pairs"] == len(rows) - with_splice
+    unknown = _train_args(model="segmenter", data=folder / "heldout", output=tmp_path / "bad", num_workers=0,
+                          classes="authentic,spliced,copy_moved,removed,retouched,generated", exclude_family="warp")
+    assert train.run(unknown) == 2

@@ -12,7 +12,9 @@ from forensics.training.datasets import (
     fingerprint_samples,
     label_from_folder,
     load_mask,
+    manipulation_families_of,
     without_families,
+    without_manipulation_families,
 )
 from forensics.training.loops import TrainResult, TrainSettings, WorkerContext, calibrate_card, train_model
 from forensics.training.splits import holdout_split, stratified_folds
@@ -20,6 +22,6 @@ from forensics.training.splits import holdout_split, stratified_folds
 __all__ = [
     "FAKE", "REAL", "AugmentConfig", "DatasetError", "ImageMaskPair", "LabelledImage", "TrainResult", "TrainSettings",
     "WorkerContext", "augment", "calibrate_card", "find_image_mask_pairs", "find_labelled_images", "fingerprint_samples",
-    "holdout_split", "label_from_folder", "load_mask", "resize_like_scanner", "stratified_folds", "train_model",
-    "without_families",
+    "holdout_split", "label_from_folder", "load_mask", "manipulation_families_of", "resize_like_scanner",
+    "stratified_folds", "train_model", "without_families", "without_manipulation_families",
 ]

@@ -230,6 +230,39 @@ def fingerprint_samples(samples: list[LabelledImage] | list[ImageMaskPair]) -> d
     return summary
 
 
+def manipulation_families_of(data: str | Path, pairs: list[ImageMaskPair]) -> list[tuple[str, ...]]:
+    """The manipulation families applied to each pair's image (none for an authentic one), read from the
+    `samples.csv` that `forgescan make-dataset manipulations` writes at the dataset's root."""
+    import csv
+    import io
+
+    filesystem, root = _filesystem(str(data))
+    table = f"{root}/samples.csv"
+    if not filesystem.isfile(table):
+        raise DatasetError(f"{data} has no samples.csv, so the manipulation family of its images is unknown. Per-family "
+                           "figures and --exclude-family need a dataset made by `forgescan make-dataset manipulations`.")
+    with filesystem.open(table, "rb") as handle:
+        rows = list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8")))
+    by_stem = {Path(row["file"]).stem: tuple(f for f in (row.get("families") or "").split("+") if f) for row in rows}
+    missing = [pair.image_uri for pair in pairs if Path(pair.image_uri).stem not in by_stem]
+    if missing:
+        raise DatasetError(f"{len(missing)} images of {data} have no row in its samples.csv, e.g. {missing[:2]}; "
+                           "make the dataset again with `forgescan make-dataset manipulations`.")
+    return [by_stem[Path(pair.image_uri).stem] for pair in pairs]
+
+
+def without_manipulation_families(
+    pairs: list[ImageMaskPair], families: list[tuple[str, ...]], excluded: list[str] | tuple[str, ...]
+) -> list[ImageMaskPair]:
+    """The pairs minus every image that carries one of the `excluded` manipulation families (a leave-one-family-out
+    run never sees the family, not even as a second edit)."""
+    known = {family for applied in families for family in applied}
+    missing = sorted(set(excluded) - known)
+    if missing:
+        raise DatasetError(f"Families {missing} are not in this dataset; it has {sorted(known)}.")
+    return [pair for pair, applied in zip(pairs, families) if not set(applied) & set(excluded)]
+
+
 def without_families(samples: list[LabelledImage], excluded: list[str] | tuple[str, ...]) -> list[LabelledImage]:
     """The samples minus the fakes of the `excluded` generator families (for leave-one-family-out runs)."""
     if not excluded:

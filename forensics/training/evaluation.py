@@ -57,6 +57,7 @@ class SegmenterOutputs:
     """What one pass of the segmenter over a labelled set leaves behind."""
 
     pixel_counts: PixelCounts = field(default_factory=PixelCounts)
+    image_counts: list[PixelCounts] = field(default_factory=list)  # the same counts per image (per-family figures)
     pixel_logits: list[np.ndarray] = field(default_factory=list)  # uniform sample per image, model resolution
     pixel_labels: list[np.ndarray] = field(default_factory=list)
     top_logits: list[np.ndarray] = field(default_factory=list)  # top 1% logits per image -> manipulation score
@@ -112,6 +113,8 @@ def segmenter_outputs(
             probabilities = sigmoid(image_logits, card.temperature).astype(np.float32)
             full = upsample_probabilities(probabilities, *truth.shape)
             outputs.pixel_counts.add(full >= threshold, truth)
+            outputs.image_counts.append(PixelCounts())
+            outputs.image_counts[-1].add(full >= threshold, truth)
             small_truth = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(image_logits.shape[::-1], Image.NEAREST)) > 127
             flat = image_logits.ravel()
             chosen = rng.choice(flat.size, size=min(PIXEL_SAMPLE_PER_IMAGE, flat.size), replace=False)
@@ -143,6 +146,28 @@ def per_family_metrics(labels: np.ndarray, scores: np.ndarray, families: list[st
         rows.append({"family": family, "fakes": int(fake.sum()), "reals": int(real.sum()),
                      "roc_auc": float(roc_auc_score(labels[chosen], scores[chosen])) if real.any() else None,
                      "detection_rate": float((scores[fake] >= threshold).mean())})
+    return rows
+
+
+def segmenter_family_metrics(
+    outputs: SegmenterOutputs, families: list[tuple[str, ...]], scores: np.ndarray, threshold: float
+) -> list[dict]:
+    """For every manipulation family in the set: pixel F1 / IoU over the images that carry it (the union
+    "manipulated" mask, at original size), their image-level ROC-AUC against ALL authentic images, and the
+    share of them called manipulated at `threshold`."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    authentic = np.array([not applied for applied in families])
+    rows = []
+    for family in sorted({family for applied in families for family in applied}):
+        carries = np.array([family in applied for applied in families])
+        counts = sum((outputs.image_counts[index] for index in np.nonzero(carries)[0]), PixelCounts())
+        chosen = authentic | carries
+        rows.append({"family": family, "images": int(carries.sum()), "authentic_images": int(authentic.sum()),
+                     "pixel_f1": counts.f1, "pixel_iou": counts.iou,
+                     "roc_auc": float(roc_auc_score(carries[chosen], scores[chosen])) if authentic.any() else None,
+                     "detection_rate": float((scores[carries] >= threshold).mean())})
     return rows
 
 
