@@ -164,7 +164,8 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
-        rows.append({"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score})
+        rows.append({"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
+                     "flagged_pixel_share": float(predicted.mean())})
     kinds = np.array([r["kind"] for r in rows])
     ai_scores = np.array([r["ai_score"] for r in rows])
     manipulation = np.array([r["manipulation_score"] for r in rows])
@@ -174,6 +175,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         "images": count, "analysis": analysis, "photographs": photographs,
         "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version},
         "pixel_f1": counts.to_dict().get("pixel_f1"), "pixel_f1_all_ones_mask": all_ones.to_dict().get("pixel_f1"),
+        "authentic_flagged_pixel_share": float(np.mean([r["flagged_pixel_share"] for r in rows if r["kind"] == "authentic"])),
         "manipulation_roc_auc": float(roc_auc_score(kinds[not_generated] == "spliced", manipulation[not_generated])),
         "ai_generated_roc_auc": float(roc_auc_score(kinds == "generated", ai_scores)),
         "ai_generated_roc_auc_vs_authentic": float(roc_auc_score(kinds[kinds != "spliced"] == "generated", ai_scores[kinds != "spliced"])),
