@@ -104,7 +104,7 @@ def record_in_card(checkpoint: str, summary: dict[str, Any]) -> None:
     command = " ".join(["forgescan evaluate"] + [shlex.quote(a) for a in sys.argv[2 if Path(sys.argv[0]).name in ("forgescan", "cli.py") else 1:]])
     evaluation = {"data": summary["data"], "data_fingerprint": summary["data_fingerprint"], "count": summary["count"],
                   **figures, "command": command}
-    for key in ("calibration_data", "leave_one_family_out"):
+    for key in ("calibration_data", "per_family", "leave_one_family_out"):
         if key in summary:
             evaluation[key] = summary[key]
     chain = _with_leave_one_out_recipes(_without_recorded_evaluations(card.reproduce, command), summary)

@@ -222,3 +222,18 @@ def test_train_segmenter_without_a_family_leaves_out_every_image_carrying_it(man
     unknown = _train_args(model="segmenter", data=folder / "heldout", output=tmp_path / "bad", num_workers=0,
                           classes="authentic,spliced,copy_moved,removed,retouched,generated", exclude_family="warp")
     assert train.run(unknown) == 2
+
+
+def test_a_recorded_segmenter_evaluation_keeps_its_family_tables_and_the_left_out_run_in_the_card(manipulation_protocol, tmp_path, monkeypatch):
+    folder = manipulation_protocol["folder"]
+    checkpoint = tmp_path / "segmenter.safetensors"
+    shutil.copy(manipulation_protocol["all"], checkpoint)
+    argv = ["segmenter", "--checkpoint", str(checkpoint), "--data", str(folder / "heldout"), "--leave-one-out",
+            manipulation_protocol["without"], "--output", str(tmp_path / "eval"), "--record-in-card"]
+    assert _evaluate(monkeypatch, argv) == 0
+    card = read_card(checkpoint)
+    evaluation = card.metrics["evaluation"]
+    assert {row["family"] for row in evaluation["per_family"]} >= {"splice"}
+    assert evaluation["leave_one_family_out"][0]["family"] == "splice"
+    assert card.reproduce.split(" && ")[-2:] == ["python -m jobs.train segmenter --exclude-family splice",
+                                                 "forgescan evaluate " + " ".join(argv)]
