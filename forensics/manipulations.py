@@ -53,7 +53,7 @@ FAMILY_CLASS = {
     "splice": SPLICED, "copy_move": COPY_MOVED, "removal": REMOVED, "retouch": RETOUCHED,
     "double_jpeg": SPLICED, "generated_region": GENERATED,
 }
-SAMPLES_FILE = "samples.csv"  # one row per image: file, mask, families, photo, donor, chain, split
+SAMPLES_FILE = "samples.csv"  # one row per image: file, mask, families, photo, host, donors, details, chain, split
 # A global resize after the edit resamples host and donor alike and hides the splice's own resampling: resize a
 # quarter of the samples (a classifier's chain resizes half), so most keep the local difference a scan can see.
 MANIPULATION_POST_PROCESSING = PostProcessing(resize_probability=0.25)
