@@ -38,7 +38,7 @@ from pipeline.config import ANALYSIS_MODES, NATIVE
 PHOTOGRAPH_SETS = ("reserved", "heldout")
 
 
-def source_photographs(which: str) -> list[tuple[str, np.ndarray]]:
+def check_photographs(which: str) -> list[tuple[str, np.ndarray]]:
     """`reserved`: scikit-learn's and matplotlib's sample photographs; `heldout`: scikit-image's held-out split."""
     if which == "heldout":
         from forensics.synthetic import photographs_for_split
@@ -120,7 +120,7 @@ def generated(rng, image: np.ndarray) -> bytes:
 def build_archive(count: int, seed: int = 2026, photographs: str = "reserved"):
     """`count` objects, a third each: authentic, spliced (with masks), generated stand-ins."""
     rng = np.random.default_rng(seed)
-    photos = source_photographs(photographs)
+    photos = check_photographs(photographs)
     objects = []
     for index in range(count):
         name, photo = photos[(index // 3) % len(photos)]  # every kind from every photograph

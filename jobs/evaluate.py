@@ -236,18 +236,25 @@ def _calibrated_scores(predictor, samples, calibration_samples, args, excluded: 
     return sigmoid(logits, temperature), labels, {"temperature": temperature, "threshold": threshold, "calibrated_on": source}
 
 
+def _left_out_families(path: str, model: str) -> tuple[str, ...]:
+    """The families a leave-one-out checkpoint was trained without (its card's training_data.excluded_families)."""
+    from forensics.checkpoint import read_card
+
+    excluded = tuple(read_card(path).training_data.get("excluded_families") or ())
+    if not excluded:
+        raise ValueError(f"--leave-one-out {path}: its card names no excluded family; train it with "
+                         f"`forgescan train {model} --exclude-family FAMILY`.")
+    return excluded
+
+
 def leave_one_family_out(args, samples, calibration_samples, reference_per_family: list[dict]) -> list[dict[str, Any]]:
     """Each leave-one-out checkpoint on the real images and the fakes of the family it was trained without."""
-    from forensics.checkpoint import read_card
     from forensics.training import FAKE
 
     reference = {row["family"]: row for row in reference_per_family}
     rows = []
     for path in args.leave_one_out:
-        excluded = tuple(read_card(path).training_data.get("excluded_families") or ())
-        if not excluded:
-            raise ValueError(f"--leave-one-out {path}: its card names no excluded family; train it with "
-                             "`forgescan train classifier --exclude-family FAMILY`.")
+        excluded = _left_out_families(path, "classifier")
         subset = [s for s in samples if s.label != FAKE or s.family in excluded]
         if not any(s.label == FAKE for s in subset):
             present = sorted({s.family for s in samples if s.label == FAKE and s.family})
@@ -362,16 +369,12 @@ def _families_if_recorded(data: str, pairs, required: bool) -> list[tuple[str, .
 def segmenter_leave_one_family_out(args, pairs, families, reference_per_family: list[dict]) -> list[dict[str, Any]]:
     """Each leave-one-out segmenter on the authentic images and the images carrying the family it never saw,
     with its own card's temperature, score calibration and thresholds (fitted without the family)."""
-    from forensics.checkpoint import read_card
     from forensics.training.evaluation import segmenter_family_metrics, segmenter_outputs
 
     reference = {row["family"]: row for row in reference_per_family}
     rows = []
     for path in args.leave_one_out:
-        excluded = tuple(read_card(path).training_data.get("excluded_families") or ())
-        if not excluded:
-            raise ValueError(f"--leave-one-out {path}: its card names no excluded family; train it with "
-                             "`forgescan train segmenter --exclude-family FAMILY`.")
+        excluded = _left_out_families(path, "segmenter")
         chosen = [i for i, applied in enumerate(families) if not applied or set(applied) & set(excluded)]
         if not any(families[i] for i in chosen):
             present = sorted({f for applied in families for f in applied})
