@@ -58,6 +58,9 @@ def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, target_fpr: float) 
     return float(np.nextafter(cut, np.inf))
 
 
+DEFAULT_TARGET_FPR = 0.05  # false-positive rate the decision thresholds allow unless told otherwise
+
+
 def decision_threshold(scores: np.ndarray, labels: np.ndarray, target_fpr: float, floor: float = 0.5) -> float:
     """The threshold at `target_fpr` (see threshold_at_fpr), never below `floor`.
 

@@ -25,11 +25,14 @@ from jobs.cli import run_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from forensics.calibration import DEFAULT_TARGET_FPR
+
     parser.add_argument("model", choices=("classifier", "segmenter"))
     parser.add_argument("--checkpoint", required=True, help="safetensors checkpoint whose card is updated")
     parser.add_argument("--data", required=True, help="held-out labelled set (same layouts as `forgescan train`)")
     parser.add_argument("--masks", help="segmenter: mask folder, when --data is the images folder")
-    parser.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate the thresholds allow")
+    parser.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR,
+                        help=f"false-positive rate the thresholds allow (default {DEFAULT_TARGET_FPR})")
     parser.add_argument("--output-checkpoint", help="write a calibrated copy here instead of updating --checkpoint in place")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")

@@ -45,6 +45,8 @@ from jobs.cli import run_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from forensics.calibration import DEFAULT_TARGET_FPR
+
     parser.add_argument("model", choices=("classifier", "segmenter"))
     parser.add_argument("--checkpoint", action="append",
                         help="safetensors checkpoint; repeat for a fold ensemble (classifier). Default: the shipped demo checkpoint")
@@ -56,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-data",
                         help="classifier: fit each checkpoint's temperature and threshold on this labelled split (disjoint "
                              "from --data: no shared image or source photograph) instead of using the card's")
-    parser.add_argument("--target-fpr", type=float, default=0.05, help="with --calibration-data: false-positive rate of the threshold")
+    parser.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR,
+                        help=f"with --calibration-data: false-positive rate of the threshold (default {DEFAULT_TARGET_FPR})")
     parser.add_argument("--leave-one-out", action="append", default=[], metavar="CHECKPOINT",
                         help="a checkpoint trained with --exclude-family F (repeat, one per family); tested on --data's "
                              "real (authentic) images and those of F only")

@@ -35,6 +35,9 @@ _CARD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelCard)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from forensics.training import TrainSettings  # the optimisation defaults live there
+
+    settings = TrainSettings()
     parser.add_argument("model", choices=MODELS, help="which model to train")
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True,
@@ -74,26 +77,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--backbone-weights", help="local safetensors with ImageNet features for the backbone/encoder")
     model.add_argument("--version", help="card version string (default: <architecture>-<date>)")
     optimisation = parser.add_argument_group("optimisation")
-    optimisation.add_argument("--epochs", type=int, default=10)
-    optimisation.add_argument("--batch-size", type=int, default=32, help="per worker")
-    optimisation.add_argument("--learning-rate", type=float, default=1e-3)
-    optimisation.add_argument("--weight-decay", type=float, default=1e-2)
-    optimisation.add_argument("--warmup-fraction", type=float, default=0.1)
-    optimisation.add_argument("--gradient-clip", type=float, default=1.0)
+    optimisation.add_argument("--epochs", type=int, default=settings.epochs)
+    optimisation.add_argument("--batch-size", type=int, default=settings.batch_size, help="per worker")
+    optimisation.add_argument("--learning-rate", type=float, default=settings.learning_rate)
+    optimisation.add_argument("--weight-decay", type=float, default=settings.weight_decay)
+    optimisation.add_argument("--warmup-fraction", type=float, default=settings.warmup_fraction)
+    optimisation.add_argument("--gradient-clip", type=float, default=settings.gradient_clip)
     optimisation.add_argument("--no-augment", action="store_true", help="switch off flip/resize/blur/JPEG augmentation")
     optimisation.add_argument("--manipulated-windows", type=float, metavar="P",
                               help="native-tile segmenters: share of training windows placed over a manipulated pixel, "
-                                   "e.g. 0.5 (default: AugmentConfig.manipulated_window_probability, the shipped cards' recipe)")
-    optimisation.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate for the card's thresholds")
-    optimisation.add_argument("--seed", type=int, default=0)
+                                   f"e.g. 0.5 (default {settings.augment.manipulated_window_probability})")
+    optimisation.add_argument("--target-fpr", type=float, default=settings.target_fpr,
+                              help="false-positive rate for the card's thresholds")
+    optimisation.add_argument("--seed", type=int, default=settings.seed)
     cluster = parser.add_argument_group("Ray Train")
     cluster.add_argument("--num-workers", type=int, default=1,
                          help="training workers (one per GPU on a cluster); 0 runs the same loop in this process without "
                               "Ray (a single CPU or GPU, e.g. where a local Ray instance cannot start)")
     cluster.add_argument("--use-gpu", action="store_true")
     cluster.add_argument("--cpus-per-worker", type=float, default=1)
-    cluster.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: the node's CPUs / local workers)")
-    cluster.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes per worker")
+    cluster.add_argument("--threads", type=int, default=settings.threads, help="torch threads per worker (0: the node's CPUs / local workers)")
+    cluster.add_argument("--loader-workers", type=int, default=settings.loader_workers, help="DataLoader processes per worker")
     cluster.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a local instance)")
     output = parser.add_argument_group("output")
     output.add_argument("--output", required=True, help="local folder for checkpoints, metrics and pictures")

@@ -39,6 +39,19 @@ def test_a_command_loads_only_its_own_job_module():
     assert result.stdout.strip() == "['jobs.scan']"
 
 
+def test_training_and_calibration_commands_take_their_defaults_from_train_settings():
+    from forensics.training import TrainSettings
+
+    settings = TrainSettings()
+    parser = build_parser()
+    train = parser.parse_args(["train", "segmenter", "--data", "d", "--output", "o"])
+    for name in ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_fraction", "gradient_clip", "seed",
+                 "threads", "loader_workers", "target_fpr"):
+        assert getattr(train, name) == getattr(settings, name), name
+    assert parser.parse_args(["calibrate", "segmenter", "--checkpoint", "c", "--data", "d"]).target_fpr == settings.target_fpr
+    assert parser.parse_args(["evaluate", "segmenter", "--data", "d", "--output", "o"]).target_fpr == settings.target_fpr
+
+
 def test_wrong_architecture_checkpoint_is_one_line_and_exit_code_2(tmp_path):
     card = default_segmenter_card((64, 64))
     path = save_checkpoint(build_model(card), card, tmp_path / "seg")

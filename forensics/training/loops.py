@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from forensics.calibration import decision_threshold, fit_temperature, sigmoid, threshold_for_best_f1
+from forensics.calibration import DEFAULT_TARGET_FPR, decision_threshold, fit_temperature, sigmoid, threshold_for_best_f1
 from forensics.masks import manipulation_score
 from forensics.metrics import PixelCounts, class_metrics, classification_metrics
 from forensics.model_card import CLASSIFIER, ModelCard
@@ -46,7 +46,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     loader_workers: int = 0
-    target_fpr: float = 0.05
+    target_fpr: float = DEFAULT_TARGET_FPR
     backbone_weights: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
