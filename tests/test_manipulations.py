@@ -113,3 +113,48 @@ def test_make_dataset_manipulations_records_its_command(tmp_path, monkeypatch, c
     monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", "manipulations", "--output", str(tmp_path / "e"),
                                       "--count", "3", "--family", "warp"])
     assert cli.main() == 2 and "supported families" in capsys.readouterr().err
+
+
+def _local_detail(image: np.ndarray, box: tuple[slice, slice]) -> float:
+    """Spread of the horizontal differences inside `box`: high for sharp texture, low once blurred."""
+    patch = image[box].astype(np.float32)
+    return float(np.diff(patch, axis=1).std())
+
+
+def test_shallow_depth_of_field_blurs_part_of_the_frame_and_leaves_noise_over_all_of_it():
+    texture = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    sampling = PhotoSampling(depth_of_field_probability=1.0, sensor_noise_sigma=(2.0, 2.0))
+    shot, note = sampling.shallow_depth_of_field(np.random.default_rng(5), texture)
+    assert note.startswith("shallow depth of field") and shot.shape == texture.shape and shot.dtype == np.uint8
+    blocks = [(slice(y, y + 16), slice(x, x + 16)) for y in range(0, 128, 16) for x in range(0, 128, 16)]
+    ratios = [_local_detail(shot, box) / _local_detail(texture, box) for box in blocks]
+    assert min(ratios) < 0.3 and max(ratios) > 0.8  # part out of focus, part still sharp
+    flat = np.full((128, 128, 3), 128, np.uint8)
+    grain, _ = sampling.shallow_depth_of_field(np.random.default_rng(5), flat)
+    assert min(float(grain[box].astype(np.float32).std()) for box in blocks) > 1.0  # sensor noise in every part
+
+
+def test_depth_of_field_is_off_by_default_and_then_draws_nothing():
+    photo = photographs_for_split("train")[0][1][:64, :64].copy()
+    rng = np.random.default_rng(9)
+    before = rng.bit_generator.state
+    unchanged, note = PhotoSampling().shallow_depth_of_field(rng, photo)
+    assert unchanged is photo and note == "" and rng.bit_generator.state == before  # the shipped datasets' bytes stay
+
+
+def test_dataset_rows_say_when_a_photograph_was_shot_with_a_shallow_depth_of_field(tmp_path):
+    write_manipulation_dataset(tmp_path, 6, seed=4, size=64, split="train", authentic_fraction=1.0,
+                               sampling=PhotoSampling(depth_of_field_probability=1.0))
+    rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
+    assert all("shallow depth of field" in row["host"] for row in rows)
+    assert all(not np.asarray(Image.open(tmp_path / row["mask"])).any() for row in rows)  # authentic blur: no edit
+
+
+def test_make_dataset_refuses_a_depth_of_field_share_outside_zero_to_one(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from jobs import cli
+
+    monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", "manipulations", "--output", str(tmp_path / "d"),
+                                      "--count", "3", "--depth-of-field", "1.5"])
+    assert cli.main() == 2 and "--depth-of-field must be a share in [0, 1], got 1.5" in capsys.readouterr().err
