@@ -51,9 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-of-field", type=float, default=PhotoSampling.depth_of_field_probability, metavar="P",
                         help="manipulations: share of photographs re-shot with part of the scene out of focus and sensor "
                              f"noise over the frame (authentic blur; default {PhotoSampling.depth_of_field_probability})")
-    parser.add_argument("--sensor-noise", type=float, nargs=2, default=PhotoSampling.sensor_noise_sigma, metavar=("LOW", "HIGH"),
-                        help="manipulations, with --depth-of-field: range of the sensor noise's standard deviation after the "
-                             f"defocus (0 0: blur only; default {' '.join(map(str, PhotoSampling.sensor_noise_sigma))})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--depth-of-field must be a share in [0, 1], got {args.depth_of_field}.")
             counts = write_manipulation_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                                 families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction,
-                                                sampling=PhotoSampling(depth_of_field_probability=args.depth_of_field,
-                                                                      sensor_noise_sigma=tuple(args.sensor_noise)))
+                                                sampling=PhotoSampling(depth_of_field_probability=args.depth_of_field))
         except ValueError as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
