@@ -21,9 +21,7 @@ Hosts and donors are cut from the photographs as a scan meets them
 their own (a resampled donor then differs from its host, the trace a splice
 detector needs), and half the time after a camera-style JPEG of the whole
 photograph (so a crop carries a JPEG grid at any offset, as crops of camera
-JPEGs do). With `depth_of_field_probability`, a photograph is first
-re-shot with part of the scene out of focus and sensor noise over the frame, so
-that an authentic defocused background is not taken for an edit. Every sample then goes through the post-processing chain of
+JPEGs do). Every sample then goes through the post-processing chain of
 forensics.generators (resize, mild noise, JPEG/WebP 60-95 or PNG), the mask
 resized with it (nearest); the chain resizes less often than a classifier's
 (`MANIPULATION_POST_PROCESSING`), because a global resize hides the local
@@ -68,37 +66,6 @@ class PhotoSampling:
     native_probability: float = 0.5  # a crop at native resolution (no resampling); otherwise a rescaled crop
     camera_jpeg_probability: float = 0.5  # the whole photograph JPEG-compressed first, as a camera would
     camera_jpeg_quality: tuple[int, int] = (75, 95)
-    depth_of_field_probability: float = 0.0  # the photograph re-shot with part of the scene out of focus
-    defocus_sigma: tuple[float, float] = (1.5, 5.0)  # Gaussian blur of the out-of-focus part, in pixels
-    sensor_noise_sigma: tuple[float, float] = (1.0, 4.0)  # noise over the whole frame after the optics
-
-    def shallow_depth_of_field(self, rng: np.random.Generator, photo: np.ndarray) -> tuple[np.ndarray, str]:
-        """Optics first, sensor after (`depth_of_field_probability` of the time, else unchanged): part of the
-        scene blurred out of focus with a smooth weight (a sharp subject, or focus falling off across the frame),
-        then sensor noise over the whole frame. Authentic blur, which keeps the noise that a blur or an
-        inpainting applied afterwards lacks; without it, every defocused background looks like an edit."""
-        if self.depth_of_field_probability <= 0 or rng.random() >= self.depth_of_field_probability:
-            return photo, ""
-        height, width = photo.shape[:2]
-        sigma = float(rng.uniform(*self.defocus_sigma))
-        blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(sigma)), np.float32)
-        if rng.random() < 0.5:  # a subject in focus, the background not
-            weight = 1.0 - random_region_mask(rng, height, width).astype(np.float32)
-            weight = np.asarray(Image.fromarray((weight * 255).astype(np.uint8)).filter(
-                ImageFilter.GaussianBlur(max(2.0, 0.05 * min(height, width)))), np.float32) / 255.0
-            layout = "subject in focus"
-        else:  # the focal plane: sharp on one side of the frame, falling off towards the other
-            angle = float(rng.uniform(0, 2 * np.pi))
-            rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-            along = np.cos(angle) * columns / max(width - 1, 1) + np.sin(angle) * rows / max(height - 1, 1)
-            along = (along - along.min()) / max(float(along.max() - along.min()), 1e-6)
-            start = float(rng.uniform(0.2, 0.6))
-            weight = np.clip((along - start) / (1.0 - start), 0.0, 1.0)
-            layout = "focus falling off"
-        noise = float(rng.uniform(*self.sensor_noise_sigma))
-        mixed = photo.astype(np.float32) * (1 - weight[..., None]) + blurred * weight[..., None]
-        mixed += rng.normal(0.0, noise, mixed.shape)
-        return np.clip(mixed + 0.5, 0, 255).astype(np.uint8), f"shallow depth of field ({layout}, blur {sigma:.1f}, noise {noise:.1f})"
 
     def camera_photo(self, rng: np.random.Generator, photo: np.ndarray) -> tuple[np.ndarray, str]:
         """The photograph as a camera JPEG (`camera_jpeg_probability` of the time), else unchanged; with a note."""
@@ -330,7 +297,6 @@ def write_manipulation_dataset(
     for index in range(n):
         target_index = int(rng.integers(len(photos)))
         name, photo = photos[target_index]
-        photo, optics_note = sampling.shallow_depth_of_field(rng, photo)
         camera, camera_note = sampling.camera_photo(rng, photo)
         image, crop_note = sampling.crop(rng, camera, size)
         mask = np.zeros((size, size), np.uint8)
@@ -344,7 +310,6 @@ def write_manipulation_dataset(
                 donor = None
                 if family == "splice":
                     donor_name, donor = photos[(target_index + 1 + int(rng.integers(len(photos) - 1))) % len(photos)]
-                    donor, _ = sampling.shallow_depth_of_field(rng, donor)
                     donor, donor_camera = sampling.camera_photo(rng, donor)
                     donors.append(donor_name)
                 image, region, detail = manipulate(rng, image, family, donor, sampling)
@@ -362,7 +327,7 @@ def write_manipulation_dataset(
         (directory / "images" / f"{stem}{suffix}").write_bytes(data)
         Image.fromarray(mask).resize(final, Image.NEAREST).save(directory / "masks" / f"{stem}.png")
         rows.append({"file": f"images/{stem}{suffix}", "mask": f"masks/{stem}.png", "families": "+".join(applied),
-                     "photo": name, "host": f"{crop_note} of a {camera_note} photograph" + (f", {optics_note}" if optics_note else ""), "donors": "+".join(donors),
+                     "photo": name, "host": f"{crop_note} of a {camera_note} photograph", "donors": "+".join(donors),
                      "details": "; ".join(details), "chain": chain, "split": split})
     with open(directory / SAMPLES_FILE, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])

@@ -46,13 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
 
 
-    from forensics.manipulations import PhotoSampling
-
-    parser.add_argument("--depth-of-field", type=float, default=PhotoSampling.depth_of_field_probability, metavar="P",
-                        help="manipulations: share of photographs re-shot with part of the scene out of focus and sensor "
-                             f"noise over the frame (authentic blur; default {PhotoSampling.depth_of_field_probability})")
-
-
 def run(args: argparse.Namespace) -> int:
     from forensics.synthetic import write_forgery_dataset, write_real_fake_dataset
 
@@ -66,14 +59,11 @@ def run(args: argparse.Namespace) -> int:
         counts = write_forgery_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                        authentic_fraction=args.authentic_fraction)
     elif args.kind == "manipulations":
-        from forensics.manipulations import PhotoSampling, write_manipulation_dataset
+        from forensics.manipulations import write_manipulation_dataset
 
         try:
-            if not 0 <= args.depth_of_field <= 1:
-                raise ValueError(f"--depth-of-field must be a share in [0, 1], got {args.depth_of_field}.")
             counts = write_manipulation_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
-                                                families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction,
-                                                sampling=PhotoSampling(depth_of_field_probability=args.depth_of_field))
+                                                families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction)
         except ValueError as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
