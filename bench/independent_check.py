@@ -10,6 +10,9 @@ up-sampling chain (bicubic down, bilinear up, a random smoothing kernel).
 Each image goes through the scan's own forensics path (decode_image, the
 cards' native views, stitched tiles, calibrated scores), so the figures are
 what a scan of this archive would write. A check that reports; it never asserts.
+Beside the JSON it draws, for an authentic and a spliced image of each
+photograph, the image, the true mask, P(manipulated) and the predicted mask
+(same name, `.jpg`).
 
 `--photographs heldout` builds the same archive from scikit-image's held-out
 photographs instead (forensics.synthetic.HELD_OUT_PHOTOS): the check to
@@ -138,7 +141,7 @@ def build_archive(count: int, seed: int = 2026, photographs: str = "reserved"):
 
 
 def run_check(count: int, analysis: str, classifier_checkpoint: str | None = None,
-              segmenter_checkpoint: str | None = None, photographs: str = "reserved") -> dict:
+              segmenter_checkpoint: str | None = None, photographs: str = "reserved") -> tuple[dict, list]:
     from sklearn.metrics import roc_auc_score
 
     from forensics.checkpoint import bundled_checkpoint
@@ -153,7 +156,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         classifier.card, segmenter.card = classifier.card.for_triage(), segmenter.card.for_triage()
     threshold = segmenter.card.threshold("pixel")
     counts, all_ones = PixelCounts(), PixelCounts()
-    rows = []
+    rows, examples, shown = [], [], set()
     for item in build_archive(count, photographs=photographs):
         decoded = decode_image(item["data"], [classifier.card.input_spec, segmenter.card.input_spec])
         ai = float(classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0])
@@ -166,6 +169,13 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
         rows.append({"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
                      "flagged_pixel_share": float(predicted.mean())})
+        photograph = item["name"].split("_", 2)[2]
+        if item["kind"] != "generated" and (photograph, item["kind"]) not in shown:  # one of each per photograph
+            shown.add((photograph, item["kind"]))
+            picture = np.asarray(Image.open(io.BytesIO(item["data"])).convert("RGB"))
+            manipulated = np.asarray(Image.fromarray(manipulated_probabilities(probabilities).astype(np.float32)).resize(
+                (decoded.width, decoded.height), Image.BILINEAR))
+            examples.append((picture, item["mask"], manipulated))
     kinds = np.array([r["kind"] for r in rows])
     ai_scores = np.array([r["ai_score"] for r in rows])
     manipulation = np.array([r["manipulation_score"] for r in rows])
@@ -173,7 +183,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     return {
         "command": "python -m bench.independent_check " + " ".join(sys.argv[1:]),
         "images": count, "analysis": analysis, "photographs": photographs,
-        "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version},
+        "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version}, "pixel_threshold": threshold,
         "pixel_f1": counts.to_dict().get("pixel_f1"), "pixel_f1_all_ones_mask": all_ones.to_dict().get("pixel_f1"),
         "authentic_flagged_pixel_share": float(np.mean([r["flagged_pixel_share"] for r in rows if r["kind"] == "authentic"])),
         "manipulation_roc_auc": float(roc_auc_score(kinds[not_generated] == "spliced", manipulation[not_generated])),
@@ -181,7 +191,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         "ai_generated_roc_auc_vs_authentic": float(roc_auc_score(kinds[kinds != "spliced"] == "generated", ai_scores[kinds != "spliced"])),
         "authentic_called_ai": int(((kinds == "authentic") & (ai_scores >= classifier.card.threshold("ai_generated"))).sum()),
         "rows": rows,
-    }
+    }, examples
 
 
 def main() -> None:
@@ -195,9 +205,13 @@ def main() -> None:
     parser.add_argument("--classifier", help="classifier checkpoint (default: the shipped one)")
     parser.add_argument("--segmenter", help="segmenter checkpoint (default: the shipped one)")
     args = parser.parse_args()
-    result = run_check(args.count, args.analysis, args.classifier, args.segmenter, args.photographs)
+    result, examples = run_check(args.count, args.analysis, args.classifier, args.segmenter, args.photographs)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
+    from forensics.metrics import plot_mask_examples
+
+    plot_mask_examples(examples, args.output.with_suffix(".jpg"), result["pixel_threshold"],
+                       f"{result['models']['segmenter']}: an authentic and a spliced image of each photograph")
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
 
 
