@@ -149,6 +149,7 @@ def test_segmenter_family_figures_pool_the_pixels_and_rank_the_images_of_each_fa
     assert splice["pixel_f1"] == pytest.approx(2 * 12 / (2 * 12 + 4 + 16))  # the two splice images' pixels pooled
     assert splice["roc_auc"] == pytest.approx(0.75)  # 0.9 beats both authentic scores, 0.5 beats one of two
     assert splice["detection_rate"] == pytest.approx(0.5)
+    assert splice["authentic_false_positive_rate"] == pytest.approx(0.5)  # 0.6 of the authentic 0.2 and 0.6 passes 0.55
     assert rows["removal"]["pixel_f1"] == pytest.approx(16 / 24) and rows["removal"]["roc_auc"] == pytest.approx(1.0)
 
 

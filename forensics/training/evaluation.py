@@ -154,7 +154,8 @@ def segmenter_family_metrics(
 ) -> list[dict]:
     """For every manipulation family in the set: pixel F1 / IoU over the images that carry it (the union
     "manipulated" mask, at original size), their image-level ROC-AUC against ALL authentic images, and the
-    share of them called manipulated at `threshold`."""
+    share of them called manipulated at `threshold` (beside the share of authentic images called manipulated,
+    so that detection rates at different models' thresholds can be read together)."""
     from sklearn.metrics import roc_auc_score
 
     scores = np.asarray(scores, dtype=np.float64)
@@ -167,7 +168,8 @@ def segmenter_family_metrics(
         rows.append({"family": family, "images": int(carries.sum()), "authentic_images": int(authentic.sum()),
                      "pixel_f1": counts.f1, "pixel_iou": counts.iou,
                      "roc_auc": float(roc_auc_score(carries[chosen], scores[chosen])) if authentic.any() else None,
-                     "detection_rate": float((scores[carries] >= threshold).mean())})
+                     "detection_rate": float((scores[carries] >= threshold).mean()),
+                     "authentic_false_positive_rate": float((scores[authentic] >= threshold).mean()) if authentic.any() else None})
     return rows
 
 
