@@ -136,7 +136,7 @@ def build_archive(count: int, seed: int = 2026, photographs: str = "reserved"):
             data, mask = spliced(rng, np.ascontiguousarray(base), donor)
         else:
             data, mask = generated(rng, np.ascontiguousarray(base)), np.zeros(base.shape[:2], bool)
-        objects.append({"name": f"{index:03d}_{kind}_{name}", "kind": kind, "data": data, "mask": mask})
+        objects.append({"name": f"{index:03d}_{kind}_{name}", "photo": name, "kind": kind, "data": data, "mask": mask})
     return objects
 
 
@@ -147,7 +147,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.masks import manipulated_probabilities, mask_at_original_size
+    from forensics.masks import manipulated_probabilities, upsample_probabilities
     from forensics.metrics import PixelCounts
 
     classifier = ClassifierPredictor.from_checkpoint(classifier_checkpoint or bundled_checkpoint("classifier"))
@@ -163,18 +163,16 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
         probabilities = next(segmenter.probability_maps([view]))
         score = segmenter.image_score(probabilities)
-        predicted = mask_at_original_size(manipulated_probabilities(probabilities), decoded.height, decoded.width, threshold)
+        manipulated = upsample_probabilities(manipulated_probabilities(probabilities), decoded.height, decoded.width)
+        predicted = manipulated >= threshold  # the mask a scan writes (forensics.masks.mask_at_original_size)
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
         rows.append({"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
                      "flagged_pixel_share": float(predicted.mean())})
-        photograph = item["name"].split("_", 2)[2]
-        if item["kind"] != "generated" and (photograph, item["kind"]) not in shown:  # one of each per photograph
-            shown.add((photograph, item["kind"]))
+        if item["kind"] != "generated" and (item["photo"], item["kind"]) not in shown:  # one of each per photograph
+            shown.add((item["photo"], item["kind"]))
             picture = np.asarray(Image.open(io.BytesIO(item["data"])).convert("RGB"))
-            manipulated = np.asarray(Image.fromarray(manipulated_probabilities(probabilities).astype(np.float32)).resize(
-                (decoded.width, decoded.height), Image.BILINEAR))
             examples.append((picture, item["mask"], manipulated))
     kinds = np.array([r["kind"] for r in rows])
     ai_scores = np.array([r["ai_score"] for r in rows])
