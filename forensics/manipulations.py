@@ -267,6 +267,7 @@ def write_manipulation_dataset(
     second_edit_probability: float = 0.25,
     post_processing: PostProcessing = MANIPULATION_POST_PROCESSING,
     sampling: PhotoSampling = PhotoSampling(),
+    package_photographs: str | Path | None = None,
 ) -> dict[str, int]:
     """A multi-class segmenter dataset: `images/<stem>.<jpg|webp|png>` and `masks/<stem>.png` holding class ids.
 
@@ -277,7 +278,9 @@ def write_manipulation_dataset(
     (native or rescaled, from camera-JPEG or pristine photographs). Then the post-processing chain of
     forensics.generators runs on every image (authentic ones too). Images are
     `size` px squares before that chain's resize. `samples.csv` records every
-    image's families, photographs and chain. Returns counts per class and family.
+    image's families, photographs and chain. `package_photographs`: a folder of
+    forensics.package_photographs whose photographs of `split` join scikit-image's.
+    Returns counts per class and family.
     """
     from forensics.generators import post_process
 
@@ -287,7 +290,7 @@ def write_manipulation_dataset(
         raise ValueError(f"Wrong manipulation families {unknown}, supported families: {list(MANIPULATION_FAMILIES)}")
     directory = Path(directory)
     rng = np.random.default_rng(seed)
-    photos = photographs_for_split(split)
+    photos = photographs_for_split(split, package_photographs)
     if len(photos) < 2:
         raise ValueError(f"Split `{split}` has fewer than two photographs; a splice needs a donor.")
     (directory / "images").mkdir(parents=True, exist_ok=True)

