@@ -21,7 +21,7 @@ JOBS = {
     "train": ("jobs.train", "Train the classifier or the segmenter (Ray Train)."),
     "evaluate": ("jobs.evaluate", "Evaluate checkpoints on a labelled set; JSON + pictures."),
     "calibrate": ("jobs.calibrate", "Fit temperature and thresholds; write them into the model card."),
-    "make-dataset": ("jobs.make_dataset", "Generate the synthetic forgery datasets from scikit-image photos."),
+    "make-dataset": ("jobs.make_dataset", "Generate the synthetic datasets from real photographs; fetch the package photographs."),
     "benchmark": ("jobs.benchmark", "Measure bare-loop vs full-pipeline throughput and memory."),
 }
 

@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kind == "photographs":
         return fetch_photographs(args)
+    if args.photographs and args.kind != "manipulations":
+        print(f"forgescan make-dataset: --photographs is for `manipulations` datasets, not `{args.kind}`.", file=sys.stderr)
+        return 2
     if args.count < 2:
         print(f"forgescan make-dataset: --count must be at least 2, got {args.count}.", file=sys.stderr)
         return 2
@@ -78,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
-    elif args.photographs:
-        print("forgescan make-dataset: --photographs is for `manipulations` datasets.", file=sys.stderr)
-        return 2
     else:
         try:
             counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,

@@ -112,3 +112,11 @@ def test_manipulation_dataset_records_the_fetch_in_its_command(fetched, tmp_path
 
     used = {row["photo"] for row in csv.DictReader(open(tmp_path / "d" / "samples.csv"))}
     assert used <= {name for name, _ in photographs_for_split("calibration", output)}
+
+
+@pytest.mark.parametrize("kind", ["forgery", "real-fake"])
+def test_photographs_option_is_refused_where_it_would_be_ignored(kind, tmp_path, capsys):
+    from jobs.cli import main
+
+    assert main(["make-dataset", kind, "--output", str(tmp_path / "d"), "--photographs", str(tmp_path)]) == 2
+    assert f"--photographs is for `manipulations` datasets, not `{kind}`" in capsys.readouterr().err
