@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             destination = Path(args.output_checkpoint).with_suffix(".safetensors")
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.checkpoint, destination)
-        update_card(destination, card.replace(reproduce=_append_command(card.reproduce, args.data)))
+        update_card(destination, card.replace(reproduce=_append_command(card.reproduce, args.data),
+                                              notes=calibrated_notes(card.notes, args.data)))
     except (DatasetError, CheckpointError, ValueError) as error:
         print(f"forgescan calibrate: {error}", file=sys.stderr)
         return 2
@@ -140,6 +141,14 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     card = card.replace(temperature=temperature, thresholds=thresholds, score_calibration=score_calibration,
                         metrics={**card.metrics, "calibration": report})
     return card, report
+
+
+def calibrated_notes(notes: str, data) -> str:
+    """The card's notes with the calibration said where it happened (training wrote "fitted on the
+    validation split"; a second calibration replaces the first one's clause)."""
+    said = f"temperature and thresholds refitted on `{data}` by `forgescan calibrate`."
+    kept = notes.split(" Calibration: ")[0]
+    return f"{kept} Calibration: {said}" if kept else said
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ def test_calibrate_job_writes_temperature_and_thresholds_into_the_card(random_ch
     card = read_card(target)
     assert card.temperature == card.metrics["calibration"]["temperature"] and "ai_generated" in card.thresholds
     assert card.metrics["calibration"]["nll_after"] <= card.metrics["calibration"]["nll_before"] + 1e-9
+    assert card.notes.endswith(f"Calibration: temperature and thresholds refitted on `{folder / 'realfake'}` by `forgescan calibrate`.")
     from safetensors import safe_open
 
     with safe_open(str(target), framework="pt") as handle:  # the header copy agrees with the JSON
