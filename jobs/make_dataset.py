@@ -138,13 +138,13 @@ def chain_with_dataset(chain: str, data: str | Path | list | None, command: str)
     """`chain && <the commands that made `data` (one folder or several), where recorded and not yet in chain>
     && command`: how a model card's `reproduce` grows, so that it starts from the data and holds every
     step that shaped the card."""
-    if command and command in chain.split(" && "):
+    steps = chain.split(" && ") if chain else []
+    if command and command in steps:
         return chain  # recorded already (the same step run again)
-    steps = [chain] if chain else []
     for folder in data if isinstance(data, (list, tuple)) else [data]:
         made_by = dataset_command(folder) if folder is not None and "://" not in str(folder) else None
         for step in made_by.split(" && ") if made_by else ():
-            if step not in " && ".join(steps).split(" && "):
+            if step not in steps:
                 steps.append(step)
     steps.append(command)
     return " && ".join(steps)
