@@ -151,13 +151,13 @@ def test_the_recorded_fetch_names_the_set_even_when_the_default_was_taken(tmp_pa
     assert [name for name, _, _ in load_package_photographs(tmp_path / "photos")] == [p.name for p in PHOTOGRAPHS]
 
 
-def test_a_later_set_only_adds_training_photographs():
+def test_a_later_set_keeps_the_earlier_one_and_adds_no_held_out_photograph():
     from forensics.package_photographs import PHOTOGRAPH_SETS
 
     sets = list(PHOTOGRAPH_SETS.values())
     for earlier, later in zip(sets, sets[1:]):
         assert later[:len(earlier)] == earlier  # a set is never edited: cards trained on it still reproduce
-        assert all(photograph.split == "train" for photograph in later[len(earlier):])  # evaluations stay comparable
+        assert all(photograph.split != "heldout" for photograph in later)  # held-out figures stay comparable
     names = [photograph.name for photograph in sets[-1]]
     assert len(names) == len(set(names))
 
@@ -173,3 +173,11 @@ def test_the_shipped_segmenter_fetches_a_set_that_exists():
     fetch = next(step for step in reproduce.split(" && ") if step.startswith("forgescan make-dataset photographs"))
     named = re.search(r"--set (\S+)", fetch)
     assert named is None or named.group(1) in PHOTOGRAPH_SETS
+
+
+def test_two_photographs_with_one_name_are_refused_before_any_download(tmp_path):
+    twins = (PHOTOGRAPHS[0], PackagePhotograph("demo-street", "Demo-Photos==1.0", "demo_photos/portrait.jpg", "train"))
+    with pytest.raises(PhotographsError, match=r"same file \(demo-street.jpg\)"):
+        fetch_package_photographs(tmp_path / "out", ("--no-index", "--find-links", str(tmp_path / "no-wheels")),
+                                  photographs=twins)
+    assert not (tmp_path / "out").exists()
