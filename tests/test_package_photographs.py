@@ -127,12 +127,25 @@ def test_manipulation_dataset_records_the_fetch_in_its_command(fetched, tmp_path
     assert used <= {name for name, _ in photographs_for_split("calibration", output)}
 
 
-@pytest.mark.parametrize("kind", ["forgery", "real-fake"])
-def test_photographs_option_is_refused_where_it_would_be_ignored(kind, tmp_path, capsys):
+def test_photographs_option_is_refused_where_it_would_be_ignored(tmp_path, capsys):
     from jobs.cli import main
 
-    assert main(["make-dataset", kind, "--output", str(tmp_path / "d"), "--photographs", str(tmp_path)]) == 2
-    assert f"--photographs is for `manipulations` datasets, not `{kind}`" in capsys.readouterr().err
+    assert main(["make-dataset", "forgery", "--output", str(tmp_path / "d"), "--photographs", str(tmp_path)]) == 2
+    assert "--photographs is for `manipulations` and `real-fake` datasets, not `forgery`" in capsys.readouterr().err
+
+
+def test_real_fake_dataset_takes_the_package_photographs_of_its_split(fetched, tmp_path):
+    import csv
+
+    from forensics.synthetic import write_real_fake_dataset
+
+    output, _ = fetched
+    write_real_fake_dataset(tmp_path / "d", 40, seed=3, size=32, split="calibration", package_photographs=output,
+                            families=("nearest_decoder",))
+    rows = list(csv.DictReader(open(tmp_path / "d" / "samples.csv")))
+    used = {row["photo"] for row in rows}
+    assert "demo-portrait" in used  # the package photograph of the calibration split
+    assert used <= {name for name, _ in photographs_for_split("calibration", output)}
 
 
 def test_the_recorded_fetch_names_the_set_even_when_the_default_was_taken(tmp_path, monkeypatch):
