@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="segmenter classes: 1 for a binary segmenter (manipulated or not), or the class names by id, "
                             "comma-separated, id 0 first and authentic, e.g. "
                             f"{','.join(MANIPULATION_CLASSES)}; masks hold class ids (or white = class 1)")
+    model.add_argument("--noise-residuals", action="store_true",
+                       help="segmenter: the encoder also sees three SRM high-pass noise residuals of its input "
+                            "(written to the card's architecture; the scan builds the same model)")
     model.add_argument("--backbone-weights", help="local safetensors with ImageNet features for the backbone/encoder")
     model.add_argument("--version", help="card version string (default: <architecture>-<date>)")
     optimisation = parser.add_argument_group("optimisation")
@@ -343,7 +346,8 @@ def train_segmenter(args) -> dict[str, Any]:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     classes = parse_classes(args.classes)
-    architecture = {"arch": args.arch, "encoder_name": args.encoder, "classes": max(1, len(classes))}
+    architecture = {"arch": args.arch, "encoder_name": args.encoder, "classes": max(1, len(classes)),
+                    **({"noise_residuals": True} if args.noise_residuals else {})}
     card = default_segmenter_card((args.input_size, args.input_size)).replace(
         architecture=architecture,
         classes=classes,
