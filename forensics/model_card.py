@@ -63,6 +63,9 @@ class ModelCard:
             ``architecture["classes"]`` equals their number.
         version: written into every output row; contains ``untrained`` for random weights.
         trained: False when the weights are freshly initialised.
+        code_version: the forgescan code that trained it (the checkout's ``git describe``, ``-dirty``
+            with uncommitted changes, or the installed package's version): ``reproduce`` gives this
+            exact card at that code. Empty on cards written before it was recorded.
     """
 
     kind: str
@@ -83,6 +86,7 @@ class ModelCard:
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     reproduce: str = ""
+    code_version: str = ""
     notes: str = ""
 
     def __post_init__(self) -> None:

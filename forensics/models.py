@@ -44,12 +44,12 @@ class NoiseResidualStem(nn.Module):
     """
 
     def __init__(self, conv: nn.Conv2d):
+        from segmentation_models_pytorch.encoders._utils import patch_first_conv  # smp's own in_channels helper
+
         super().__init__()
         # The convolution itself is kept (its class may pad on its own, as EfficientNet's "same" stem does);
-        # only its weight grows by the residual channels, as smp's patch_first_conv grows it.
-        conv.in_channels = 3 + len(SRM_KERNELS)
-        conv.weight = nn.Parameter(torch.empty(conv.out_channels, conv.in_channels // conv.groups, *conv.kernel_size))
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        # smp grows its weight by the residual channels, freshly initialised.
+        patch_first_conv(conv, new_in_channels=3 + len(SRM_KERNELS), pretrained=False)
         self.conv = conv
         kernels = torch.tensor(SRM_KERNELS, dtype=torch.float32) / torch.tensor(SRM_SCALES)[:, None, None]
         self.register_buffer("srm", kernels[:, None], persistent=False)

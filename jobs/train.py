@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import datetime
 import json
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -131,6 +133,27 @@ def reproduce_command(args: argparse.Namespace) -> str:
     from jobs.make_dataset import chain_with_dataset
 
     return chain_with_dataset("", args.data, _this_command_line(args))
+
+
+def code_version() -> str:
+    """The code this run trains with, for the model card: this checkout's `git describe` (`-dirty` with
+    uncommitted changes), or the installed package's version where forgescan is not a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*arguments: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    top = git("rev-parse", "--show-toplevel")
+    if top and Path(top).resolve() == root:  # not a checkout that merely contains an installed copy
+        return git("describe", "--always", "--dirty", "--abbrev=40")
+    try:
+        return f"forgescan {importlib.metadata.version('forgescan')}"
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _this_command_line(args: argparse.Namespace) -> str:
@@ -295,6 +318,7 @@ def train_classifier(args) -> dict[str, Any]:
         training_data={"source": str(args.data), **fingerprint_samples(samples),
                        **({"excluded_families": sorted(args.exclude_families)} if args.exclude_families else {})},
         reproduce=reproduce_command(args),
+        code_version=code_version(),
         notes=f"Trained by `forgescan train classifier` with {args.folds}-fold cross-validation; "
               "this file is the fold with the best validation ROC-AUC.",
     )
@@ -360,6 +384,7 @@ def train_segmenter(args) -> dict[str, Any]:
                        **fingerprint_samples(train_pairs),
                        **({"excluded_families": sorted(args.exclude_families)} if args.exclude_families else {})},
         reproduce=reproduce_command(args),
+        code_version=code_version(),
         notes=f"Trained by `forgescan train segmenter` ({'cross-entropy + Dice over ' + str(len(classes)) + ' classes' if classes else 'BCE + Dice'}); "
               "temperature and thresholds fitted on the validation split.",
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,7 +200,7 @@ def _train_args(**overrides):
     return parser.parse_args(argv)
 
 
-def test_ray_train_classifier_writes_a_loadable_checkpoint_with_card_metrics_and_fingerprint(tiny_datasets, tmp_path, ray_local):
+def test_ray_train_classifier_writes_a_loadable_checkpoint_with_card_metrics_fingerprint_and_code_version(tiny_datasets, tmp_path, ray_local):
     from jobs import train
 
     args = _train_args(model="classifier", data=tiny_datasets / "realfake", output=tmp_path, folds=2, max_folds=1,
@@ -214,10 +216,21 @@ def test_ray_train_classifier_writes_a_loadable_checkpoint_with_card_metrics_and
     assert first == "forgescan make-dataset real-fake --output realfake --count 12 --seed 5"
     assert train_command.startswith("forgescan train classifier") and "--exclude-family pixel_shuffle" in train_command
     assert "seconds" not in card.metrics["validation_at_best_epoch"]  # a timing would make the card irreproducible
+    assert card.code_version and card.code_version == train.code_version()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["per_fold"][0]["confusion_matrix"] and "classification_report" in metrics["overall"]
     for picture in ("roc_curve.png", "confusion_matrix.png", "training_curves_fold_0.png"):
         assert (tmp_path / picture).stat().st_size > 0
+
+
+def test_code_version_is_this_checkouts_commit():
+    from jobs.train import code_version
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: the card records the installed package's version")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert code_version().removesuffix("-dirty") == head.stdout.strip()
 
 
 def test_ray_train_segmenter_writes_loss_curves_and_pixel_metrics(tiny_datasets, tmp_path, ray_local):
