@@ -63,8 +63,8 @@ class ModelCard:
             ``architecture["classes"]`` equals their number.
         version: written into every output row; contains ``untrained`` for random weights.
         trained: False when the weights are freshly initialised.
-        code_version: the forgescan code that trained it (the checkout's ``git describe``, ``-dirty``
-            with uncommitted changes, or the installed package's version): ``reproduce`` gives this
+        code_version: the forgescan code that trained it (the checkout's commit, ``-dirty`` with
+            uncommitted changes, or the installed package's version): ``reproduce`` gives this
             exact card at that code. Empty on cards written before it was recorded.
     """
 

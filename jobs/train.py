@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import datetime
+import importlib.metadata
 import json
 import os
 import shlex
@@ -136,8 +136,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def code_version() -> str:
-    """The code this run trains with, for the model card: this checkout's `git describe` (`-dirty` with
-    uncommitted changes), or the installed package's version where forgescan is not a git checkout."""
+    """The code this run trains with, for the model card: this checkout's commit (`-dirty` when tracked
+    files have uncommitted changes), or the installed package's version where forgescan is not a git checkout."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*arguments: str) -> str:
@@ -149,7 +149,7 @@ def code_version() -> str:
 
     top = git("rev-parse", "--show-toplevel")
     if top and Path(top).resolve() == root:  # not a checkout that merely contains an installed copy
-        return git("describe", "--always", "--dirty", "--abbrev=40")
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     try:
         return f"forgescan {importlib.metadata.version('forgescan')}"
     except importlib.metadata.PackageNotFoundError:
