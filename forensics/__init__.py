@@ -21,6 +21,16 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 __all__ = sorted(_MODULE_OF)
 
 
+def forgescan_version() -> str | None:
+    """The installed forgescan package's version, or None when the code runs from a tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("forgescan")
+    except PackageNotFoundError:
+        return None
+
+
 def __getattr__(name: str):
     if name in _MODULE_OF:
         return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.metadata
 import json
 import os
 import shlex
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from forensics import forgescan_version
 from forensics.model_card import MANIPULATION_CLASSES, NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard
 from jobs.cli import run_module
 
@@ -150,10 +150,8 @@ def code_version() -> str:
     top = git("rev-parse", "--show-toplevel")
     if top and Path(top).resolve() == root:  # not a checkout that merely contains an installed copy
         return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    try:
-        return f"forgescan {importlib.metadata.version('forgescan')}"
-    except importlib.metadata.PackageNotFoundError:
-        return ""
+    installed = forgescan_version()
+    return f"forgescan {installed}" if installed else ""
 
 
 def _this_command_line(args: argparse.Namespace) -> str:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.datastructures import UploadFile
 
+from forensics import forgescan_version
 from forensics.decode import DEFAULT_MAX_PIXELS, ImageDecodeError
 from pipeline import schema
 from pipeline.config import ANALYSIS_MODES, NATIVE, TRIAGE
@@ -99,15 +100,6 @@ class ServeConfig:
 
 def error_response(status: int, kind: str, message: str, **extra) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": kind, "message": message, **extra})
-
-
-def service_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("forgescan")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass
@@ -204,7 +196,7 @@ class ForgeryDetector:
             }
         return {
             "service": SERVICE_NAME,
-            "version": service_version(),
+            "version": forgescan_version() or "unknown",
             "ready": self.models is not None,
             "models": models,
             "analysis": self.config.analysis,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pyarrow.dataset as ds
@@ -64,6 +66,7 @@ def test_health_is_200_once_loaded_and_only_503_loading_before(endpoint):
 def test_root_names_service_versions_and_device(endpoint):
     body = httpx.get(endpoint["url"] + "/", timeout=10).json()
     assert body["service"] == "forgescan"
+    assert body["version"] == tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
     assert body["ready"] is True
     assert body["models"]["classifier"]["version"] == "tiny-classifier-native-untrained"
     assert body["models"]["segmenter"]["version"] == "tiny-segmenter-native-untrained"
