@@ -177,7 +177,7 @@ def main() -> None:
     for folder in (args.calibration, args.heldout):
         if not Path(folder).is_dir():
             sys.exit(f"{folder} does not exist: make it with the `forgescan make-dataset manipulations` commands "
-                     "in docs/training.md (\"Training the shipped models\"), or pass --calibration / --heldout.")
+                     "in docs/training.md (\"Reproducing the demo checkpoints\"), or pass --calibration / --heldout.")
     segmenter = SegmenterPredictor.from_checkpoint(args.segmenter or bundled_checkpoint("segmenter"))
     archive = [item for item in build_archive(args.count, photographs="heldout") if item["kind"] != "generated"]
     image_level = {
