@@ -25,7 +25,18 @@ JPEGs do). Every sample then goes through the post-processing chain of
 forensics.generators (resize, mild noise, JPEG/WebP 60-95 or PNG), the mask
 resized with it (nearest); the chain resizes less often than a classifier's
 (`MANIPULATION_POST_PROCESSING`), because a global resize hides the local
-resampling difference a splice leaves. Only scikit-image photographs are used, split by
+resampling difference a splice leaves.
+
+How widely each edit is drawn is a `ManipulationProcedures` (`PROCEDURES`):
+`standard` is the recipe the shipped segmenter trained on; `varied` widens
+every family so that no one recipe is what a model learns: regions that follow
+the picture's own edges (superpixels) or brush strokes beside the geometric
+shapes; donors resampled by any factor in 0.5-2 (near 1 too) with one of five
+interpolations, sometimes rotated or JPEG-compressed before the paste;
+copy-moves rotated and rescaled more widely; removals by biharmonic
+inpainting too; retouching by median filter and saturation too.
+
+Only scikit-image photographs are used, split by
 photograph (forensics.synthetic.photographs_for_split), so no photograph is in
 both a training and an evaluation set; scikit-learn's and matplotlib's sample
 photographs are reserved for independent checks.
@@ -44,7 +55,7 @@ from PIL import Image, ImageFilter
 
 from forensics.generators import PostProcessing
 from forensics.model_card import MANIPULATION_CLASSES
-from forensics.synthetic import photographs_for_split, random_crop, random_region_mask
+from forensics.synthetic import MASK_SHAPES, photographs_for_split, random_crop, random_region_mask
 
 AUTHENTIC, SPLICED, COPY_MOVED, REMOVED, RETOUCHED, GENERATED = range(len(MANIPULATION_CLASSES))
 
@@ -84,6 +95,107 @@ class PhotoSampling:
             if native is not None:
                 return native, "native crop"
         return random_crop(rng, photo, size), "rescaled crop"
+
+
+INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                  "lanczos": Image.LANCZOS, "box": Image.BOX}
+REGION_SHAPES = (*MASK_SHAPES, "superpixels", "strokes")
+
+
+@dataclass(frozen=True)
+class ManipulationProcedures:
+    """How widely each family's edit is drawn. The defaults are the `standard` recipe; `PROCEDURES` names the sets."""
+
+    region_shapes: tuple[str, ...] = MASK_SHAPES  # of REGION_SHAPES; MASK_SHAPES draws as forensics.synthetic does
+    resample_probability: float = 0.5  # a splice's donor resampled before the paste
+    resample_factors: tuple[float, float] | None = None  # uniform (low, high); None: 0.6-0.9 or 1.15-1.6, never near 1
+    donor_interpolations: tuple[str, ...] = ("bicubic", "bilinear")  # keys of INTERPOLATIONS
+    donor_rotation_probability: float = 0.0  # the resampled donor also rotated by up to `max_rotation` degrees
+    donor_jpeg_probability: float = 0.0  # the donor JPEG-compressed (quality 50-95, shifted grid) before the paste
+    max_rotation: float = 15.0
+    copy_move_transform_probability: float = 0.3  # the copied region rescaled (and rotated) before the move
+    copy_move_scales: tuple[float, float] = (0.85, 1.2)
+    copy_move_rotation_probability: float = 0.0  # of the transformed copies, the share also rotated
+    inpainting: tuple[str, ...] = ("telea", "navier-stokes")  # and "biharmonic" (scikit-image)
+    retouches: tuple[str, ...] = ("blur", "sharpen", "noise", "brightness")  # and "median", "saturation"
+
+    def region(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+        """A boolean mask of one region to edit in `image` (3-30 % of it for the geometric shapes and superpixels)."""
+        height, width = image.shape[:2]
+        if self.region_shapes == MASK_SHAPES:
+            return random_region_mask(rng, height, width)
+        shape = _pick(rng, self.region_shapes)
+        if shape == "superpixels":
+            return superpixel_region_mask(rng, image)
+        if shape == "strokes":
+            return stroke_region_mask(rng, height, width)
+        return random_region_mask(rng, height, width, shape)
+
+    def resample_factor(self, rng: np.random.Generator) -> float:
+        if self.resample_factors is None:
+            return float(rng.choice([rng.uniform(0.6, 0.9), rng.uniform(1.15, 1.6)]))
+        return float(rng.uniform(*self.resample_factors))
+
+
+STANDARD_PROCEDURES = ManipulationProcedures()
+PROCEDURES = {
+    "standard": STANDARD_PROCEDURES,
+    "varied": ManipulationProcedures(
+        region_shapes=REGION_SHAPES, resample_probability=0.7, resample_factors=(0.5, 2.0),
+        donor_interpolations=tuple(INTERPOLATIONS), donor_rotation_probability=0.3, donor_jpeg_probability=0.3,
+        copy_move_transform_probability=0.5, copy_move_scales=(0.7, 1.4), copy_move_rotation_probability=0.5,
+        inpainting=("telea", "navier-stokes", "biharmonic"),
+        retouches=("blur", "sharpen", "noise", "brightness", "median", "saturation"),
+    ),
+}
+DEFAULT_PROCEDURES = "standard"  # what the shipped segmenter trained on
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    """One of `options`, uniformly, from one `rng.random()` draw (two options: the first when it is below 0.5)."""
+    return options[min(int(rng.random() * len(options)), len(options) - 1)]
+
+
+def superpixel_region_mask(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A region that follows the picture's own edges, as a cut-out object does: neighbouring SLIC superpixels of
+    `image` merged from a random one until they cover 3-30 % of it (a random geometric region where they cannot)."""
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import slic
+
+    height, width = image.shape[:2]
+    target = rng.uniform(0.03, 0.30) * height * width
+    segments = slic(image, n_segments=int(rng.integers(40, 160)), compactness=float(rng.uniform(5.0, 20.0)),
+                    start_label=0, channel_axis=-1)
+    mask = segments == segments[int(rng.integers(height)), int(rng.integers(width))]
+    while mask.sum() < target:
+        neighbours = np.unique(segments[binary_dilation(mask) & ~mask])
+        if len(neighbours) == 0:
+            break
+        mask |= segments == neighbours[int(rng.integers(len(neighbours)))]
+    if mask.sum() < 16 or mask.mean() > 0.45:
+        return random_region_mask(rng, height, width)
+    return mask
+
+
+def stroke_region_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """One to three brush strokes (thick polylines with rounded joints), as a user paints a region to remove."""
+    from PIL import ImageDraw
+
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    side = min(height, width)
+    for _ in range(int(rng.integers(1, 4))):
+        point = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+        points = [tuple(point)]
+        for _ in range(int(rng.integers(2, 6))):
+            point = np.clip(point + rng.normal(0, 0.2 * side, 2), 0, [width - 1, height - 1])
+            points.append(tuple(point))
+        stroke = int(rng.integers(max(4, side // 40), max(6, side // 8)))
+        draw.line(points, fill=255, width=stroke, joint="curve")
+        for x, y in (points[0], points[-1]):  # round caps
+            draw.ellipse([x - stroke / 2, y - stroke / 2, x + stroke / 2, y + stroke / 2], fill=255)
+    mask = np.asarray(canvas) > 127
+    return mask if mask.sum() >= 16 else random_region_mask(rng, height, width)
 
 
 def native_crop(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.ndarray | None:
@@ -129,21 +241,41 @@ def _ring(mask: np.ndarray, width: int = 6) -> np.ndarray:
 
 
 def splice(rng: np.random.Generator, image: np.ndarray, donor_photo: np.ndarray,
-           sampling: PhotoSampling = PhotoSampling()) -> tuple[np.ndarray, np.ndarray, str]:
+           sampling: PhotoSampling = PhotoSampling(),
+           procedures: ManipulationProcedures = STANDARD_PROCEDURES) -> tuple[np.ndarray, np.ndarray, str]:
     """Paste a region cut from another photograph; returns (image, bool mask, what was done)."""
     height, width = image.shape[:2]
     notes = []
-    if rng.random() < 0.5:  # resampled donor: its pixels went through an interpolation the target's did not
-        factor = float(rng.choice([rng.uniform(0.6, 0.9), rng.uniform(1.15, 1.6)]))
-        donor, cut_note = sampling.crop(rng, donor_photo, max(16, int(round(height / factor))))
-        donor = np.asarray(Image.fromarray(donor).resize((width, height), Image.BICUBIC if rng.random() < 0.5 else Image.BILINEAR))
+    if rng.random() < procedures.resample_probability:  # its pixels went through an interpolation the target's did not
+        factor = procedures.resample_factor(rng)
+        rotation = 0.0
+        if procedures.donor_rotation_probability and rng.random() < procedures.donor_rotation_probability:
+            rotation = float(rng.uniform(-procedures.max_rotation, procedures.max_rotation))
+        margin = 1.45 if rotation else 1.0  # a larger cut, so that the rotated corners fall outside the crop
+        donor, cut_note = sampling.crop(rng, donor_photo, max(16, int(round(height * margin / factor))))
+        interpolation = _pick(rng, procedures.donor_interpolations)
+        size = (int(round(width * margin)), int(round(height * margin)))
+        donor = Image.fromarray(donor).resize(size, INTERPOLATIONS[interpolation])
+        if rotation:
+            donor = donor.rotate(rotation, Image.BICUBIC)
+            left, top = (size[0] - width) // 2, (size[1] - height) // 2
+            donor = donor.crop((left, top, left + width, top + height))
+        donor = np.asarray(donor)
         notes += [f"donor {cut_note}", f"resampled {factor:.2f}"]
+        if procedures.donor_interpolations != STANDARD_PROCEDURES.donor_interpolations:
+            notes[-1] += f" ({interpolation})"
+        if rotation:
+            notes.append(f"rotated {rotation:.1f} degrees")
     else:
         donor, cut_note = sampling.crop(rng, donor_photo, height)
         notes.append(f"donor {cut_note}")
     if donor.shape[:2] != (height, width):
         donor = np.asarray(Image.fromarray(donor).resize((width, height), Image.BILINEAR))
-    mask = random_region_mask(rng, height, width)
+    if procedures.donor_jpeg_probability and rng.random() < procedures.donor_jpeg_probability:
+        quality = int(rng.integers(50, 96))
+        donor = jpeg_on_shifted_grid(donor, quality, *(int(v) for v in rng.integers(0, 8, 2)))
+        notes.append(f"donor jpeg {quality}")
+    mask = procedures.region(rng, donor)  # superpixels follow the donor's edges, as a cut-out object does
     if rng.random() < 0.5:
         donor = match_colours(donor, image, mask, _ring(mask))
         notes.append("colour matched")
@@ -152,11 +284,12 @@ def splice(rng: np.random.Generator, image: np.ndarray, donor_photo: np.ndarray,
     return _blend(image, donor, alpha), mask, ", ".join(notes)
 
 
-def copy_move(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Copy a region of the image elsewhere in it (optionally rescaled); the mask marks the destination."""
+def copy_move(rng: np.random.Generator, image: np.ndarray,
+              procedures: ManipulationProcedures = STANDARD_PROCEDURES) -> tuple[np.ndarray, np.ndarray, str]:
+    """Copy a region of the image elsewhere in it (optionally rescaled and rotated); the mask marks the destination."""
     height, width = image.shape[:2]
     for _ in range(10):
-        source_mask = random_region_mask(rng, height, width)
+        source_mask = procedures.region(rng, image)
         rows, columns = np.nonzero(source_mask)
         shift_y = int(rng.integers(-rows.min(), height - rows.max()))
         shift_x = int(rng.integers(-columns.min(), width - columns.max()))
@@ -164,41 +297,53 @@ def copy_move(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, 
             break
     source = image
     note = "shifted"
-    if rng.random() < 0.3:  # rescaled about the region's centre before the move
-        factor = float(rng.uniform(0.85, 1.2))
+    if rng.random() < procedures.copy_move_transform_probability:  # rescaled about the region's centre before the move
+        factor = float(rng.uniform(*procedures.copy_move_scales))
+        angle = 0.0
+        if procedures.copy_move_rotation_probability and rng.random() < procedures.copy_move_rotation_probability:
+            angle = float(rng.uniform(-procedures.max_rotation, procedures.max_rotation))
         centre_y, centre_x = rows.mean(), columns.mean()
-        matrix = (1 / factor, 0, centre_x - centre_x / factor, 0, 1 / factor, centre_y - centre_y / factor)
+        cos, sin = np.cos(np.radians(angle)) / factor, np.sin(np.radians(angle)) / factor
+        # PIL maps each output pixel back to its source: the inverse of rotating by `angle` and scaling by `factor`
+        matrix = (cos, sin, centre_x - cos * centre_x - sin * centre_y, -sin, cos, centre_y + sin * centre_x - cos * centre_y)
         source = np.asarray(Image.fromarray(image).transform((width, height), Image.AFFINE, matrix, Image.BILINEAR))
         source_mask = np.asarray(Image.fromarray(source_mask.astype(np.uint8) * 255).transform(
             (width, height), Image.AFFINE, matrix, Image.NEAREST)) > 127
-        note = f"scaled {factor:.2f}"
+        note = f"scaled {factor:.2f}" + (f", rotated {angle:.1f} degrees" if angle else "")
     moved = np.roll(source, (shift_y, shift_x), axis=(0, 1))
     mask = np.roll(source_mask, (shift_y, shift_x), axis=(0, 1))
     alpha, mask = _alpha(rng, mask, 0.4)
     return _blend(image, moved, alpha), mask, note
 
 
-def removal(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Remove a region by inpainting it from its surroundings (OpenCV Telea or Navier-Stokes)."""
+def removal(rng: np.random.Generator, image: np.ndarray,
+            procedures: ManipulationProcedures = STANDARD_PROCEDURES) -> tuple[np.ndarray, np.ndarray, str]:
+    """Remove a region by inpainting it from its surroundings (OpenCV Telea or Navier-Stokes, scikit-image
+    biharmonic)."""
     import cv2
 
-    height, width = image.shape[:2]
     for _ in range(5):  # large holes inpaint to flat smears: keep removed objects object-sized
-        mask = random_region_mask(rng, height, width)
+        mask = procedures.region(rng, image)
         if mask.mean() <= 0.2:
             break
-    method, name = (cv2.INPAINT_TELEA, "telea") if rng.random() < 0.5 else (cv2.INPAINT_NS, "navier-stokes")
+    name = _pick(rng, procedures.inpainting)
     radius = int(rng.integers(3, 8))
+    if name == "biharmonic":
+        from skimage.restoration import inpaint_biharmonic
+
+        filled = np.clip(inpaint_biharmonic(image, mask, channel_axis=-1) * 255 + 0.5, 0, 255).astype(np.uint8)
+        return filled, mask, "inpainted (biharmonic)"
+    method = {"telea": cv2.INPAINT_TELEA, "navier-stokes": cv2.INPAINT_NS}[name]
     filled = cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8) * 255, radius, method)
     return np.asarray(filled, dtype=np.uint8), mask, f"inpainted ({name}, radius {radius})"
 
 
-def retouch(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Blur, sharpen, add noise to, or brighten/darken one region."""
-    height, width = image.shape[:2]
-    mask = random_region_mask(rng, height, width)
+def retouch(rng: np.random.Generator, image: np.ndarray,
+            procedures: ManipulationProcedures = STANDARD_PROCEDURES) -> tuple[np.ndarray, np.ndarray, str]:
+    """Blur, sharpen, add noise to, brighten/darken, median-filter or (de)saturate one region."""
+    mask = procedures.region(rng, image)
     picture = Image.fromarray(image)
-    operation = str(rng.choice(["blur", "sharpen", "noise", "brightness"]))
+    operation = str(rng.choice(list(procedures.retouches)))
     if operation == "blur":
         edited = np.asarray(picture.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.2, 3.5)))))
     elif operation == "sharpen":
@@ -207,6 +352,13 @@ def retouch(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np
     elif operation == "noise":
         noisy = image.astype(np.float32) + rng.normal(0.0, float(rng.uniform(5.0, 14.0)), image.shape)
         edited = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+    elif operation == "median":
+        edited = np.asarray(picture.filter(ImageFilter.MedianFilter(int(rng.choice([3, 5])))))
+    elif operation == "saturation":
+        from PIL import ImageEnhance
+
+        factor = float(rng.choice([rng.uniform(0.3, 0.7), rng.uniform(1.4, 2.0)]))
+        edited = np.asarray(ImageEnhance.Color(picture).enhance(factor))
     else:
         gain, bias = float(rng.choice([rng.uniform(0.65, 0.85), rng.uniform(1.15, 1.4)])), float(rng.uniform(-12, 12))
         edited = np.clip(image.astype(np.float32) * gain + bias + 0.5, 0, 255).astype(np.uint8)
@@ -214,46 +366,51 @@ def retouch(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np
     return _blend(image, edited, alpha), mask, operation
 
 
-def double_jpeg(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Replace a region with itself JPEG-compressed on a grid shifted by 1-7 pixels (misaligned double JPEG)."""
-    height, width = image.shape[:2]
-    mask = random_region_mask(rng, height, width)
-    shift_y, shift_x = (int(v) for v in rng.integers(1, 8, 2))
-    quality = int(rng.integers(50, 86))
+def jpeg_on_shifted_grid(image: np.ndarray, quality: int, shift_y: int, shift_x: int) -> np.ndarray:
+    """`image` after one JPEG at `quality` whose 8x8 grid is shifted by (shift_y, shift_x) pixels."""
     padded = np.pad(image, ((shift_y, 0), (shift_x, 0), (0, 0)), mode="edge")
     buffer = io.BytesIO()
     Image.fromarray(padded).save(buffer, format="JPEG", quality=quality)
-    compressed = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))[shift_y:, shift_x:]
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))[shift_y:, shift_x:]
+
+
+def double_jpeg(rng: np.random.Generator, image: np.ndarray,
+                procedures: ManipulationProcedures = STANDARD_PROCEDURES) -> tuple[np.ndarray, np.ndarray, str]:
+    """Replace a region with itself JPEG-compressed on a grid shifted by 1-7 pixels (misaligned double JPEG)."""
+    mask = procedures.region(rng, image)
+    shift_y, shift_x = (int(v) for v in rng.integers(1, 8, 2))
+    quality = int(rng.integers(50, 86))
+    compressed = jpeg_on_shifted_grid(image, quality, shift_y, shift_x)
     alpha, mask = _alpha(rng, mask, 0.3)
     return _blend(image, compressed, alpha), mask, f"jpeg {quality} on a grid shifted ({shift_y}, {shift_x})"
 
 
-def generated_region(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def generated_region(rng: np.random.Generator, image: np.ndarray,
+                     procedures: ManipulationProcedures = STANDARD_PROCEDURES) -> tuple[np.ndarray, np.ndarray, str]:
     """Re-draw one region with a generator family of forensics.generators (a stand-in for generative fill)."""
     from forensics.generators import GENERATOR_FAMILIES, generate
 
     family = str(rng.choice(GENERATOR_FAMILIES))
-    height, width = image.shape[:2]
-    mask = random_region_mask(rng, height, width)
+    mask = procedures.region(rng, image)
     alpha, mask = _alpha(rng, mask, 0.6)
     return _blend(image, generate(rng, image, family), alpha), mask, family
 
 
 def manipulate(
     rng: np.random.Generator, image: np.ndarray, family: str, donor_photo: np.ndarray | None = None,
-    sampling: PhotoSampling = PhotoSampling(),
+    sampling: PhotoSampling = PhotoSampling(), procedures: ManipulationProcedures = STANDARD_PROCEDURES,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Apply one family to an (H, W, 3) uint8 image; returns (image, bool mask of the edited pixels, details).
-    `sampling` cuts a splice's donor from `donor_photo`."""
+    `sampling` cuts a splice's donor from `donor_photo`; `procedures` says how widely the edit is drawn."""
     edits: dict[str, Callable] = {"copy_move": copy_move, "removal": removal, "retouch": retouch,
                                   "double_jpeg": double_jpeg, "generated_region": generated_region}
     if family == "splice":
         if donor_photo is None:
             raise ValueError("The splice family needs a donor photograph (another photo of the same split).")
-        return splice(rng, image, donor_photo, sampling)
+        return splice(rng, image, donor_photo, sampling, procedures)
     if family not in edits:
         raise ValueError(f"Wrong manipulation family `{family}`, supported families: {list(MANIPULATION_FAMILIES)}")
-    return edits[family](rng, image)
+    return edits[family](rng, image, procedures)
 
 
 def write_manipulation_dataset(
@@ -268,6 +425,7 @@ def write_manipulation_dataset(
     post_processing: PostProcessing = MANIPULATION_POST_PROCESSING,
     sampling: PhotoSampling = PhotoSampling(),
     package_photographs: str | Path | None = None,
+    procedures: ManipulationProcedures = STANDARD_PROCEDURES,
 ) -> dict[str, int]:
     """A multi-class segmenter dataset: `images/<stem>.<jpg|webp|png>` and `masks/<stem>.png` holding class ids.
 
@@ -275,7 +433,8 @@ def write_manipulation_dataset(
     they are balanced) and, with `second_edit_probability`, a second edit of
     another family on top (its pixels take the later class), so a model learns
     types per pixel, not per image. Hosts and donors are cut by `sampling`
-    (native or rescaled, from camera-JPEG or pristine photographs). Then the post-processing chain of
+    (native or rescaled, from camera-JPEG or pristine photographs); `procedures` says how widely each edit is
+    drawn (`PROCEDURES`). Then the post-processing chain of
     forensics.generators runs on every image (authentic ones too). Images are
     `size` px squares before that chain's resize. `samples.csv` records every
     image's families, photographs and chain. `package_photographs`: a folder of
@@ -315,7 +474,7 @@ def write_manipulation_dataset(
                     donor_name, donor = photos[(target_index + 1 + int(rng.integers(len(photos) - 1))) % len(photos)]
                     donor, donor_camera = sampling.camera_photo(rng, donor)
                     donors.append(donor_name)
-                image, region, detail = manipulate(rng, image, family, donor, sampling)
+                image, region, detail = manipulate(rng, image, family, donor, sampling, procedures)
                 if donor is not None:
                     detail += f" (donor photograph {donor_camera})"
                 mask[region] = FAMILY_CLASS[family]

