@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from forensics.manipulations import (
-    FAMILY_CLASS, MANIPULATION_FAMILIES, PhotoSampling, manipulate, native_crop, write_manipulation_dataset,
+    FAMILY_CLASS, MANIPULATION_FAMILIES, PROCEDURES, ManipulationProcedures, PhotoSampling, manipulate, native_crop,
+    splice, stroke_region_mask, superpixel_region_mask, write_manipulation_dataset,
 )
 from forensics.model_card import MANIPULATION_CLASSES
 from forensics.synthetic import photographs_for_split, random_crop
@@ -19,12 +20,13 @@ def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * pixels + 1))) > 0
 
 
+@pytest.mark.parametrize("procedures", sorted(PROCEDURES))
 @pytest.mark.parametrize("family", MANIPULATION_FAMILIES)
-def test_each_family_edits_only_the_region_it_labels(family):
+def test_each_family_edits_only_the_region_it_labels(family, procedures):
     rng = np.random.default_rng(3)
     photos = photographs_for_split("train")
     image = random_crop(rng, photos[0][1], 96)
-    edited, mask, details = manipulate(rng, image, family, donor_photo=photos[1][1])
+    edited, mask, details = manipulate(rng, image, family, donor_photo=photos[1][1], procedures=PROCEDURES[procedures])
     assert edited.shape == image.shape and edited.dtype == np.uint8 and mask.shape == (96, 96) and details
     assert mask.any()
     far_away = ~_grown(mask, 10)  # feathered edges may touch a few pixels just outside the labelled region
@@ -110,6 +112,51 @@ def test_make_dataset_manipulations_records_its_command(tmp_path, monkeypatch, c
     assert cli.main() == 0
     record = json.loads((tmp_path / "d" / "dataset.json").read_text())
     assert record["command"].startswith("forgescan make-dataset manipulations") and record["retouch"] >= 1
+    assert record["command"].endswith("--procedures standard")  # named, so the record outlives a new default
     monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", "manipulations", "--output", str(tmp_path / "e"),
                                       "--count", "3", "--family", "warp"])
     assert cli.main() == 2 and "supported families" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", "real-fake", "--output", str(tmp_path / "f"),
+                                      "--count", "3", "--procedures", "varied"])
+    assert cli.main() == 2 and "--procedures is for `manipulations`" in capsys.readouterr().err
+
+
+def test_a_superpixel_region_follows_the_pictures_edges():
+    colours = np.random.default_rng(0).integers(0, 256, (8, 8, 3))
+    blocks = np.kron(colours, np.ones((32, 32, 1))).astype(np.uint8)  # 64 flat blocks of distinct colours
+    for seed in range(6):
+        mask = superpixel_region_mask(np.random.default_rng(seed), blocks)
+        assert 0.02 <= mask.mean() <= 0.45
+        covered = mask.reshape(8, 32, 8, 32).mean(axis=(1, 3))
+        assert np.isin(covered, (0.0, 1.0)).mean() >= 0.9  # whole blocks in or out: the boundary runs along edges
+
+
+def test_brush_strokes_are_bands_not_filled_shapes():
+    for seed in range(6):
+        mask = stroke_region_mask(np.random.default_rng(seed), 128, 160)
+        rows, columns = np.nonzero(mask)
+        box = (np.ptp(rows) + 1) * (np.ptp(columns) + 1)
+        assert mask.sum() >= 16 and mask.sum() < 0.8 * box
+
+
+def test_a_rotated_resampled_donor_fills_its_region_with_the_donors_pixels():
+    rng = np.random.default_rng(5)
+    ramp = np.linspace(140, 230, 300)  # smooth and bright, so no interpolation rings and colour matching stays bright
+    host = np.repeat(np.add.outer(ramp[:96], ramp[:96])[..., None] / 2, 3, axis=2).astype(np.uint8)
+    donor_photo = np.repeat(np.add.outer(ramp, ramp[::-1])[..., None] / 2, 3, axis=2).astype(np.uint8)
+    always = ManipulationProcedures(resample_probability=1.0, resample_factors=(0.5, 2.0), donor_rotation_probability=1.0,
+                                    donor_interpolations=("lanczos",))
+    for _ in range(4):
+        edited, mask, details = splice(rng, host, donor_photo, PhotoSampling(), always)
+        assert "rotated" in details and "(lanczos)" in details
+        # no corner left black by the rotation: every labelled pixel is bright, the donor's or blended with the host
+        assert edited[mask].min() >= 60
+
+
+def test_varied_procedures_draw_every_region_shape_and_wider_edits(tmp_path):
+    write_manipulation_dataset(tmp_path, 48, seed=7, size=64, split="train", procedures=PROCEDURES["varied"])
+    details = " ".join(row["details"] for row in csv.DictReader(open(tmp_path / "samples.csv")))
+    assert "biharmonic" in details and "rotated" in details and "resampled" in details
+    standard = tmp_path / "standard"
+    write_manipulation_dataset(standard, 48, seed=7, size=64, split="train")
+    assert open(tmp_path / "samples.csv").read() != open(standard / "samples.csv").read()
