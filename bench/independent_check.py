@@ -12,7 +12,9 @@ cards' native views, stitched tiles, calibrated scores), so the figures are
 what a scan of this archive would write. A check that reports; it never asserts.
 Beside the JSON it draws, for an authentic and a spliced image of each
 photograph, the image, the true mask, P(manipulated) and the predicted mask
-(same name, `.jpg`).
+(same name, `.jpg`). Each spliced row also says how it was made (resample
+factor, edge blur, JPEG quality, region share) and its own pixel F1, so that
+the splices a segmenter misses can be told apart.
 
 `--photographs heldout` builds the same archive from scikit-image's held-out
 photographs instead (forensics.synthetic.HELD_OUT_PHOTOS): the check to
@@ -89,7 +91,8 @@ def _region(rng, height: int, width: int) -> np.ndarray:
     return np.asarray(mask) > 127
 
 
-def spliced(rng, target: np.ndarray, donor_photo: np.ndarray) -> tuple[bytes, np.ndarray]:
+def spliced(rng, target: np.ndarray, donor_photo: np.ndarray) -> tuple[bytes, np.ndarray, dict]:
+    """A splice of a resampled donor region into `target`, JPEG-compressed once; (bytes, mask, what was done)."""
     height, width = target.shape[:2]
     factor = rng.uniform(0.6, 1.6)
     donor = _crop(rng, donor_photo, low=128)
@@ -99,10 +102,15 @@ def spliced(rng, target: np.ndarray, donor_photo: np.ndarray) -> tuple[bytes, np
     donor = cut(donor, 0, 0, height, width)  # the resampled donor at the target's size (mirrored where smaller)
     mask = _region(rng, height, width)
     alpha = mask.astype(np.float32)
+    edge_blur = 0.0
     if rng.random() < 0.5:  # blurred edges
-        alpha = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(1, 3))), np.float32) / 255
+        edge_blur = float(rng.uniform(1, 3))
+        alpha = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(edge_blur)), np.float32) / 255
     image = (target * (1 - alpha[..., None]) + donor * alpha[..., None]).round().clip(0, 255).astype(np.uint8)
-    return _jpeg(image, int(rng.integers(75, 96))), mask
+    quality = int(rng.integers(75, 96))
+    details = {"resample_factor": round(float(factor), 3), "edge_blur": round(edge_blur, 2), "jpeg_quality": quality,
+               "region_share": round(float(mask.mean()), 4)}
+    return _jpeg(image, quality), mask, details
 
 
 def generated(rng, image: np.ndarray) -> bytes:
@@ -129,14 +137,16 @@ def build_archive(count: int, seed: int = 2026, photographs: str = "reserved"):
         name, photo = photos[(index // 3) % len(photos)]  # every kind from every photograph
         base = _crop(rng, photo)
         kind = ("authentic", "spliced", "generated")[index % 3]
+        details = {}
         if kind == "authentic":
             data, mask = _jpeg(np.ascontiguousarray(base), int(rng.integers(75, 96))), np.zeros(base.shape[:2], bool)
         elif kind == "spliced":
             donor = photos[(index + 1 + int(rng.integers(0, len(photos) - 1))) % len(photos)][1]
-            data, mask = spliced(rng, np.ascontiguousarray(base), donor)
+            data, mask, details = spliced(rng, np.ascontiguousarray(base), donor)
         else:
             data, mask = generated(rng, np.ascontiguousarray(base)), np.zeros(base.shape[:2], bool)
-        objects.append({"name": f"{index:03d}_{kind}_{name}", "photo": name, "kind": kind, "data": data, "mask": mask})
+        objects.append({"name": f"{index:03d}_{kind}_{name}", "photo": name, "kind": kind, "data": data, "mask": mask,
+                        "details": details})
     return objects
 
 
@@ -168,8 +178,13 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
-        rows.append({"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
-                     "flagged_pixel_share": float(predicted.mean())})
+        row = {"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
+               "flagged_pixel_share": float(predicted.mean())}
+        if item["kind"] == "spliced":  # how it was made, and how much of it the mask finds
+            own = PixelCounts()
+            own.add(predicted, item["mask"])
+            row |= {"pixel_f1": own.to_dict().get("pixel_f1") or 0.0, **item["details"]}
+        rows.append(row)
         if item["kind"] != "generated" and (item["photo"], item["kind"]) not in shown:  # one of each per photograph
             shown.add((item["photo"], item["kind"]))
             picture = np.asarray(Image.open(io.BytesIO(item["data"])).convert("RGB"))

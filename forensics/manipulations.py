@@ -31,7 +31,7 @@ How widely each edit is drawn is a `ManipulationProcedures` (`PROCEDURES`):
 `standard` is the recipe the shipped segmenter trained on; `varied` widens
 every family so that no one recipe is what a model learns: regions that follow
 the picture's own edges (superpixels) or brush strokes beside the geometric
-shapes; donors resampled by any factor in 0.5-2 (near 1 too) with one of five
+shapes, from 0.5 % of the image (small objects) to 30 %; donors resampled by any factor in 0.5-2 (near 1 too) with one of five
 interpolations, sometimes rotated or JPEG-compressed before the paste;
 copy-moves rotated and rescaled more widely; removals by biharmonic
 inpainting too; retouching by median filter and saturation too.
@@ -100,6 +100,7 @@ class PhotoSampling:
 INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                   "lanczos": Image.LANCZOS, "box": Image.BOX}
 REGION_SHAPES = (*MASK_SHAPES, "superpixels", "strokes")
+STANDARD_REGION_SHARES = (0.03, 0.30)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,9 @@ class ManipulationProcedures:
     """How widely each family's edit is drawn. The defaults are the `standard` recipe; `PROCEDURES` names the sets."""
 
     region_shapes: tuple[str, ...] = MASK_SHAPES  # of REGION_SHAPES; MASK_SHAPES draws as forensics.synthetic does
+    # the share of the image a region covers: the standard 3-30 % uniformly, as forensics.synthetic draws it; any other
+    # range log-uniformly, as evenly over small objects as over large areas
+    region_shares: tuple[float, float] = STANDARD_REGION_SHARES
     resample_probability: float = 0.5  # a splice's donor resampled before the paste
     resample_factors: tuple[float, float] | None = None  # uniform (low, high); None: 0.6-0.9 or 1.15-1.6, never near 1
     donor_interpolations: tuple[str, ...] = ("bicubic", "bilinear")  # keys of INTERPOLATIONS
@@ -122,14 +126,15 @@ class ManipulationProcedures:
     def region(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         """A boolean mask of one region to edit in `image` (3-30 % of it for the geometric shapes and superpixels)."""
         height, width = image.shape[:2]
-        if self.region_shapes == MASK_SHAPES:
-            return random_region_mask(rng, height, width)
+        if self.region_shapes == MASK_SHAPES and self.region_shares == STANDARD_REGION_SHARES:
+            return random_region_mask(rng, height, width)  # uniform in 3-30 %, as the standard recipe always drew
         shape = _pick(rng, self.region_shapes)
-        if shape == "superpixels":
-            return superpixel_region_mask(rng, image)
         if shape == "strokes":
             return stroke_region_mask(rng, height, width)
-        return random_region_mask(rng, height, width, shape)
+        share = float(np.exp(rng.uniform(*np.log(self.region_shares))))
+        if shape == "superpixels":
+            return superpixel_region_mask(rng, image, share)
+        return random_region_mask(rng, height, width, shape, share)
 
     def resample_factor(self, rng: np.random.Generator) -> float:
         if self.resample_factors is None:
@@ -141,7 +146,7 @@ STANDARD_PROCEDURES = ManipulationProcedures()
 PROCEDURES = {
     "standard": STANDARD_PROCEDURES,
     "varied": ManipulationProcedures(
-        region_shapes=REGION_SHAPES, resample_probability=0.7, resample_factors=(0.5, 2.0),
+        region_shapes=REGION_SHAPES, region_shares=(0.005, 0.30), resample_probability=0.7, resample_factors=(0.5, 2.0),
         donor_interpolations=tuple(INTERPOLATIONS), donor_rotation_probability=0.3, donor_jpeg_probability=0.3,
         copy_move_transform_probability=0.5, copy_move_scales=(0.7, 1.4), copy_move_rotation_probability=0.5,
         inpainting=("telea", "navier-stokes", "biharmonic"),
@@ -156,14 +161,14 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[min(int(rng.random() * len(options)), len(options) - 1)]
 
 
-def superpixel_region_mask(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def superpixel_region_mask(rng: np.random.Generator, image: np.ndarray, share: float = 0.1) -> np.ndarray:
     """A region that follows the picture's own edges, as a cut-out object does: neighbouring SLIC superpixels of
-    `image` merged from a random one until they cover 3-30 % of it (a random geometric region where they cannot)."""
+    `image` merged from a random one until they cover `share` of it (a random geometric region where they cannot)."""
     from scipy.ndimage import binary_dilation
     from skimage.segmentation import slic
 
     height, width = image.shape[:2]
-    target = rng.uniform(0.03, 0.30) * height * width
+    target = share * height * width
     segments = slic(image, n_segments=int(rng.integers(40, 160)), compactness=float(rng.uniform(5.0, 20.0)),
                     start_label=0, channel_axis=-1)
     mask = segments == segments[int(rng.integers(height)), int(rng.integers(width))]

@@ -62,11 +62,13 @@ def random_crop(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.nd
     return np.ascontiguousarray(array)
 
 
-def random_region_mask(rng: np.random.Generator, height: int, width: int, shape: str | None = None) -> np.ndarray:
-    """A boolean mask of one region covering roughly 3%-30% of the image; `shape` one of MASK_SHAPES (default: drawn)."""
+def random_region_mask(rng: np.random.Generator, height: int, width: int, shape: str | None = None,
+                       share: float | None = None) -> np.ndarray:
+    """A boolean mask of one region covering roughly `share` of the image (default: drawn from 3%-30%);
+    `shape` one of MASK_SHAPES (default: drawn)."""
     if shape is None:
         shape = MASK_SHAPES[int(rng.integers(len(MASK_SHAPES)))]
-    area = rng.uniform(0.03, 0.30) * height * width
+    area = (rng.uniform(0.03, 0.30) if share is None else share) * height * width
     region_h = int(np.clip(np.sqrt(area * rng.uniform(0.5, 2.0)), 8, height - 2))
     region_w = int(np.clip(area / region_h, 8, width - 2))
     top = int(rng.integers(0, height - region_h))

@@ -160,3 +160,12 @@ def test_varied_procedures_draw_every_region_shape_and_wider_edits(tmp_path):
     standard = tmp_path / "standard"
     write_manipulation_dataset(standard, 48, seed=7, size=64, split="train")
     assert open(tmp_path / "samples.csv").read() != open(standard / "samples.csv").read()
+
+
+def test_varied_regions_range_from_small_objects_to_large_areas():
+    image = random_crop(np.random.default_rng(8), photographs_for_split("train")[0][1], 128)
+    rng = np.random.default_rng(9)
+    shares = np.array([PROCEDURES["varied"].region(rng, image).mean() for _ in range(80)])
+    standard = np.array([PROCEDURES["standard"].region(rng, image).mean() for _ in range(80)])
+    assert (shares < 0.015).mean() >= 0.1 and shares.max() >= 0.15  # log-uniform from 0.5 %: many small regions
+    assert (standard < 0.015).mean() < 0.05  # the standard recipe's regions start at about 3 %
