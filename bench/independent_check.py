@@ -150,6 +150,30 @@ def build_archive(count: int, seed: int = 2026, photographs: str = "reserved"):
     return objects
 
 
+MISSED_F1 = 0.05  # a splice whose own pixel F1 is below this is missed
+SPLICE_BINS = {  # how the check's splices are told apart: what each was made with
+    "region_share": (0.0, 0.03, 0.06, 0.10, 1.0),
+    "resample_factor": (0.6, 0.8, 0.95, 1.05, 1.2, 1.6),
+    "edge_blur": (0.0, 0.5, 3.0),
+}
+
+
+def splice_breakdown(rows: list[dict]) -> dict:
+    """For each way of making a splice (SPLICE_BINS), per bin: splices, how many are missed (own pixel F1 below
+    MISSED_F1) and their mean own pixel F1."""
+    spliced = [row for row in rows if row["kind"] == "spliced"]
+    breakdown = {}
+    for key, edges in SPLICE_BINS.items():
+        bins = {}
+        for low, high in zip(edges[:-1], edges[1:]):
+            f1 = [row["pixel_f1"] for row in spliced if low <= row[key] < high or (high == edges[-1] and row[key] == high)]
+            if f1:
+                bins[f"{low}-{high}"] = {"splices": len(f1), "missed": int(sum(v < MISSED_F1 for v in f1)),
+                                         "mean_pixel_f1": float(np.mean(f1))}
+        breakdown[key] = bins
+    return breakdown
+
+
 def run_check(count: int, analysis: str, classifier_checkpoint: str | None = None,
               segmenter_checkpoint: str | None = None, photographs: str = "reserved") -> tuple[dict, list]:
     from sklearn.metrics import roc_auc_score
@@ -203,6 +227,8 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         "ai_generated_roc_auc": float(roc_auc_score(kinds == "generated", ai_scores)),
         "ai_generated_roc_auc_vs_authentic": float(roc_auc_score(kinds[kinds != "spliced"] == "generated", ai_scores[kinds != "spliced"])),
         "authentic_called_ai": int(((kinds == "authentic") & (ai_scores >= classifier.card.threshold("ai_generated"))).sum()),
+        f"splices_missed_below_pixel_f1_{MISSED_F1}": int(sum(r["pixel_f1"] < MISSED_F1 for r in rows if r["kind"] == "spliced")),
+        "splice_breakdown": splice_breakdown(rows),
         "rows": rows,
     }, examples
 
@@ -225,7 +251,7 @@ def main() -> None:
 
     plot_mask_examples(examples, args.output.with_suffix(".jpg"), result["pixel_threshold"],
                        f"{result['models']['segmenter']}: an authentic and a spliced image of each photograph")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "splice_breakdown")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.independent_check import MISSED_F1
+
 TOP_SHARES = (0.001, 0.003, 0.01, 0.03, 0.1)
 SCAN_AGGREGATE = "top 1%"  # forensics.masks.manipulation_score, as a scan computes it
-MISSED_F1 = 0.05  # a spliced image whose own pixel F1 is below this counts as missed
 TRAINING_SCALE = 256  # the short side the shipped recipe's images have (forgescan make-dataset manipulations)
 
 
