@@ -28,7 +28,9 @@ resized with it (nearest); the chain resizes less often than a classifier's
 resampling difference a splice leaves.
 
 How widely each edit is drawn is a `ManipulationProcedures` (`PROCEDURES`):
-`standard` is the recipe the shipped segmenter trained on; `varied` widens
+`standard` is the recipe the shipped segmenter trained on; `small-regions` is
+the same with regions from 0.5 % of the image (log-uniform to 30 %, where
+`standard` draws 3-30 % uniformly); `varied` widens
 every family so that no one recipe is what a model learns: regions that follow
 the picture's own edges (superpixels) or brush strokes beside the geometric
 shapes, from 0.5 % of the image (small objects) to 30 %; donors resampled by any factor in 0.5-2 (near 1 too) with one of five
@@ -145,6 +147,7 @@ class ManipulationProcedures:
 STANDARD_PROCEDURES = ManipulationProcedures()
 PROCEDURES = {
     "standard": STANDARD_PROCEDURES,
+    "small-regions": ManipulationProcedures(region_shares=(0.005, 0.30)),  # standard, with regions from 0.5 %
     "varied": ManipulationProcedures(
         region_shapes=REGION_SHAPES, region_shares=(0.005, 0.30), resample_probability=0.7, resample_factors=(0.5, 2.0),
         donor_interpolations=tuple(INTERPOLATIONS), donor_rotation_probability=0.3, donor_jpeg_probability=0.3,

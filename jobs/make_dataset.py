@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(forensics.package_photographs.PHOTOGRAPH_SETS; default %(default)s)")
     parser.add_argument("--procedures", choices=tuple(PROCEDURES), default=DEFAULT_PROCEDURES,
                         help="manipulations: how widely each edit is drawn (forensics.manipulations.PROCEDURES): standard, "
-                             "the shipped segmenter's recipe; varied, wider region shapes, donor resampling, rotation and "
+                             "the shipped segmenter's recipe; small-regions, the same with regions from 0.5 %% of the image; varied, wider region shapes, donor resampling, rotation and "
                              "JPEG, copy-move transforms, inpainting and retouching (default %(default)s)")
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
