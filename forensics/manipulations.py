@@ -31,12 +31,15 @@ How widely each edit is drawn is a `ManipulationProcedures` (`PROCEDURES`):
 `standard` is the recipe the shipped segmenter trained on; `small-regions` is
 the same with regions from 0.5 % of the image (log-uniform to 30 %, where
 `standard` draws 3-30 % uniformly); `varied` widens
-every family so that no one recipe is what a model learns: regions that follow
-the picture's own edges (superpixels) or brush strokes beside the geometric
-shapes, from 0.5 % of the image (small objects) to 30 %; donors resampled by any factor in 0.5-2 (near 1 too) with one of five
+every family so that no one recipe is what a model learns: regions that
+follow the picture's own edges (superpixels) or brush strokes beside the
+geometric shapes, from 0.5 % of the image (small objects) to 30 %; donors
+resampled by any factor in 0.5-2 (near 1 too) with one of five
 interpolations, sometimes rotated or JPEG-compressed before the paste;
 copy-moves rotated and rescaled more widely; removals by biharmonic
-inpainting too; retouching by median filter and saturation too.
+inpainting too; retouching by median filter and saturation too. Neither
+`small-regions` nor `varied` beat `standard` on the held-out-photographs
+check (docs/training.md, "Varied procedures").
 
 Only scikit-image photographs are used, split by
 photograph (forensics.synthetic.photographs_for_split), so no photograph is in
@@ -126,7 +129,8 @@ class ManipulationProcedures:
     retouches: tuple[str, ...] = ("blur", "sharpen", "noise", "brightness")  # and "median", "saturation"
 
     def region(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-        """A boolean mask of one region to edit in `image` (3-30 % of it for the geometric shapes and superpixels)."""
+        """A boolean mask of one region to edit in `image`: a share of it drawn from `region_shares` (brush strokes
+        are as wide and long as they fall)."""
         height, width = image.shape[:2]
         if self.region_shapes == MASK_SHAPES and self.region_shares == STANDARD_REGION_SHARES:
             return random_region_mask(rng, height, width)  # uniform in 3-30 %, as the standard recipe always drew
@@ -335,13 +339,13 @@ def removal(rng: np.random.Generator, image: np.ndarray,
         if mask.mean() <= 0.2:
             break
     name = _pick(rng, procedures.inpainting)
-    radius = int(rng.integers(3, 8))
     if name == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
         filled = np.clip(inpaint_biharmonic(image, mask, channel_axis=-1) * 255 + 0.5, 0, 255).astype(np.uint8)
         return filled, mask, "inpainted (biharmonic)"
     method = {"telea": cv2.INPAINT_TELEA, "navier-stokes": cv2.INPAINT_NS}[name]
+    radius = int(rng.integers(3, 8))
     filled = cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8) * 255, radius, method)
     return np.asarray(filled, dtype=np.uint8), mask, f"inpainted ({name}, radius {radius})"
 

@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="photographs: which pinned set of package photographs to fetch "
                              "(forensics.package_photographs.PHOTOGRAPH_SETS; default %(default)s)")
     parser.add_argument("--procedures", choices=tuple(PROCEDURES), default=DEFAULT_PROCEDURES,
-                        help="manipulations: how widely each edit is drawn (forensics.manipulations.PROCEDURES): standard, "
-                             "the shipped segmenter's recipe; small-regions, the same with regions from 0.5 %% of the image; varied, wider region shapes, donor resampling, rotation and "
-                             "JPEG, copy-move transforms, inpainting and retouching (default %(default)s)")
+                        help="manipulations: how widely each edit is drawn (forensics.manipulations.PROCEDURES): "
+                             "standard, the shipped segmenter's recipe; small-regions, the same with regions from 0.5 %% "
+                             "of the image; varied, wider region shapes, donor resampling, rotation and JPEG, copy-move "
+                             "transforms, inpainting and retouching (default %(default)s)")
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
