@@ -158,6 +158,15 @@ SPLICE_BINS = {  # how the check's splices are told apart: what each was made wi
 }
 
 
+def image_pixel_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """One image's own pixel F1 (a splice counts as missed below MISSED_F1)."""
+    from forensics.metrics import PixelCounts
+
+    own = PixelCounts()
+    own.add(predicted, truth)
+    return own.f1
+
+
 def splice_breakdown(rows: list[dict]) -> dict:
     """For each way of making a splice (SPLICE_BINS), per bin: splices, how many are missed (own pixel F1 below
     MISSED_F1) and their mean own pixel F1."""
@@ -205,9 +214,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         row = {"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
                "flagged_pixel_share": float(predicted.mean())}
         if item["kind"] == "spliced":  # how it was made, and how much of it the mask finds
-            own = PixelCounts()
-            own.add(predicted, item["mask"])
-            row |= {"pixel_f1": own.to_dict().get("pixel_f1") or 0.0, **item["details"]}
+            row |= {"pixel_f1": image_pixel_f1(predicted, item["mask"]), **item["details"]}
         rows.append(row)
         if item["kind"] != "generated" and (item["photo"], item["kind"]) not in shown:  # one of each per photograph
             shown.add((item["photo"], item["kind"]))

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.independent_check import MISSED_F1
+from bench.independent_check import MISSED_F1, image_pixel_f1
 
 TOP_SHARES = (0.001, 0.003, 0.01, 0.03, 0.1)
 SCAN_AGGREGATE = "top 1%"  # forensics.masks.manipulation_score, as a scan computes it
@@ -142,9 +142,7 @@ def score_check(segmenter, archive: list[dict]) -> tuple[dict, dict]:
             if item["kind"] == "authentic":
                 flagged[way].append(float((probabilities >= threshold).mean()))
             else:
-                own = PixelCounts()
-                own.add(probabilities >= threshold, item["mask"])
-                missed[way] += (own.to_dict().get("pixel_f1") or 0.0) < MISSED_F1
+                missed[way] += image_pixel_f1(probabilities >= threshold, item["mask"]) < MISSED_F1
         labels.append(item["kind"] == "spliced")
     scales = {way: {"pixel_f1": counts[way].to_dict().get("pixel_f1"), "roc_auc": float(roc_auc_score(labels, scores[way])),
                     "authentic_flagged_pixel_share": float(np.mean(flagged[way])),
