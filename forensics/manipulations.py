@@ -87,10 +87,8 @@ class PhotoSampling:
         """The photograph as a camera JPEG (`camera_jpeg_probability` of the time), else unchanged; with a note."""
         if rng.random() >= self.camera_jpeg_probability:
             return photo, "pristine"
-        buffer = io.BytesIO()
         quality = int(rng.integers(self.camera_jpeg_quality[0], self.camera_jpeg_quality[1] + 1))
-        Image.fromarray(photo).save(buffer, format="JPEG", quality=quality)
-        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")), f"camera jpeg {quality}"
+        return jpeg_on_shifted_grid(photo, quality, 0, 0), f"camera jpeg {quality}"
 
     def crop(self, rng: np.random.Generator, photo: np.ndarray, size: int) -> tuple[np.ndarray, str]:
         """A size x size crop: native pixels (`native_probability`, when the photograph is large enough) or a
