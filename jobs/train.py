@@ -128,11 +128,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
-    """The commands that reproduce this run, for the model card: the `forgescan make-dataset` command
-    recorded in the training data's dataset.json (when it was made that way), then this command line."""
+    """The commands that reproduce this run, for the model card: the command that wrote `--backbone-weights`
+    (recorded in the file by forensics.training.backbones), the `forgescan make-dataset` command recorded in
+    the training data's dataset.json (each when it was made that way), then this command line."""
+    from forensics.training.backbones import weights_command
     from jobs.make_dataset import chain_with_dataset
 
-    return chain_with_dataset("", args.data, _this_command_line(args))
+    weights = args.backbone_weights
+    made_weights = weights_command(weights) if weights and "://" not in weights and Path(weights).is_file() else None
+    return chain_with_dataset(made_weights or "", args.data, _this_command_line(args))
 
 
 def code_version() -> str:

