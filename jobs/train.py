@@ -260,6 +260,15 @@ def fit_in_process(args, card, train_samples, valid_samples, output: Path, name:
     return destination
 
 
+def _quiet_placement_group_cleaner() -> None:
+    """Ray Train's placement-group cleaner asks the State API every few seconds whether the run's controller
+    is alive; without a dashboard (a private instance) every answer is a warning, thousands of lines that bury
+    the progress bars. Run in each Ray worker process of a private instance: only its errors are printed."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
 def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, name: str) -> Path:
     """Train one model through `TorchTrainer` (or in this process with --num-workers 0); returns the local
     folder holding the chief's checkpoint."""
@@ -272,7 +281,9 @@ def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, n
     if not ray.is_initialized():
         # "local" starts a private instance; plain ray.init() would join any Ray instance running on this machine.
         address = args.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        private = address == "local"  # a private instance has no dashboard, so no State API
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"worker_process_setup_hook": _quiet_placement_group_cleaner} if private else None)
     config = {
         "card": card.to_dict(), "train_samples": train_samples, "valid_samples": valid_samples,
         "settings": _settings(args).to_dict(), "half": not args.full_precision, "description": name,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -339,3 +341,35 @@ def test_a_card_trained_on_exported_backbone_weights_reproduces_the_export_first
     assert steps[0] == "python -m forensics.training.backbones weights/lite0.safetensors"
     assert steps[1].startswith("forgescan train segmenter") and "--backbone-weights weights/lite0.safetensors" in steps[1]
     assert len(steps) == 2
+
+
+_CLEANER_LOGS = """
+import logging, sys, time, ray
+from jobs.train import _quiet_placement_group_cleaner
+ray.init(address="local", include_dashboard=False, num_cpus=1, log_to_driver=True,
+         runtime_env={"worker_process_setup_hook": _quiet_placement_group_cleaner})
+
+@ray.remote(num_cpus=0)
+class Cleaner:  # detached and started by another actor, as Ray Train's controller starts its cleaner
+    def log(self):
+        logger = logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner")
+        logger.warning("CLEANER-WARNING"); logger.error("CLEANER-ERROR")
+        return True
+
+@ray.remote(num_cpus=0)
+class Controller:
+    def run(self):
+        return ray.get(Cleaner.options(lifetime="detached").remote().log.remote())
+
+assert ray.get(Controller.remote().run.remote())
+time.sleep(2)  # the workers' output reaches the driver
+"""
+
+
+def test_a_private_training_instance_prints_only_the_placement_group_cleaners_errors(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _CLEANER_LOGS], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "CLEANER-ERROR" in output and "CLEANER-WARNING" not in output
