@@ -344,10 +344,9 @@ def test_a_card_trained_on_exported_backbone_weights_reproduces_the_export_first
 
 
 _CLEANER_LOGS = """
-import logging, sys, time, ray
-from jobs.train import _quiet_placement_group_cleaner
-ray.init(address="local", include_dashboard=False, num_cpus=1, log_to_driver=True,
-         runtime_env={"worker_process_setup_hook": _quiet_placement_group_cleaner})
+import logging, time, ray
+from jobs.train import start_ray
+start_ray("local")  # as `forgescan train` starts its private instance
 
 @ray.remote(num_cpus=0)
 class Cleaner:  # detached and started by another actor, as Ray Train's controller starts its cleaner
