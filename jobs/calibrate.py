@@ -49,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
             destination = Path(args.output_checkpoint).with_suffix(".safetensors")
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.checkpoint, destination)
+        from jobs.train import code_version
+
+        # the code this calibration ran at, beside the card's `code_version` (the code that trained it)
+        metrics = {**card.metrics, "calibration": {**card.metrics["calibration"], "code_version": code_version()}}
         update_card(destination, card.replace(reproduce=_append_command(card.reproduce, args.data),
-                                              notes=calibrated_notes(card.notes, args.data)))
+                                              notes=calibrated_notes(card.notes, args.data), metrics=metrics))
     except (DatasetError, CheckpointError, ValueError) as error:
         print(f"forgescan calibrate: {error}", file=sys.stderr)
         return 2

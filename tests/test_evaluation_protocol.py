@@ -82,8 +82,9 @@ def test_leave_one_out_checkpoint_must_name_its_family(protocol, tmp_path, monke
     assert "--exclude-family" in capsys.readouterr().err
 
 
-def test_calibrated_and_evaluated_card_reproduces_its_whole_chain(protocol, tmp_path, monkeypatch):
-    from jobs import cli
+def test_calibrated_and_evaluated_card_reproduces_its_whole_chain_and_records_the_code_each_step_ran_at(
+        protocol, tmp_path, monkeypatch):
+    from jobs import cli, train
 
     folder = protocol["folder"]
     checkpoint = tmp_path / "classifier.safetensors"
@@ -92,6 +93,7 @@ def test_calibrated_and_evaluated_card_reproduces_its_whole_chain(protocol, tmp_
     monkeypatch.setattr(sys, "argv", ["forgescan"] + calibrate)
     assert cli.main(calibrate) == 0
     calibrated = read_card(checkpoint)
+    assert calibrated.metrics["calibration"]["code_version"] == train.code_version()
     argv = ["classifier", "--checkpoint", str(checkpoint), "--data", str(folder / "heldout"), "--calibration-data",
             str(folder / "calibration"), "--output", str(tmp_path / "eval"), "--record-in-card"]
     assert _evaluate(monkeypatch, argv) == 0
@@ -105,6 +107,7 @@ def test_calibrated_and_evaluated_card_reproduces_its_whole_chain(protocol, tmp_
     ]
     evaluation = card.metrics["evaluation"]
     assert evaluation["calibration_data"] == str(folder / "calibration") and "expected_calibration_error" in evaluation
+    assert evaluation["code_version"] == train.code_version()  # the code the evaluation ran at
     # calibrated on exactly this split already: the card's temperature and threshold are the ones evaluated
     assert evaluation["temperature"] == calibrated.temperature and evaluation["threshold"] == calibrated.threshold("ai_generated")
     assert _evaluate(monkeypatch, argv) == 0  # recording the same evaluation again does not repeat it
