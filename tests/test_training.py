@@ -365,7 +365,7 @@ time.sleep(2)  # the workers' output reaches the driver
 """
 
 
-def test_a_private_training_instance_prints_only_the_placement_group_cleaners_errors(tmp_path):
+def test_a_private_training_instance_prints_only_the_placement_group_cleaners_errors():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", _CLEANER_LOGS], cwd=root, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(root)})
