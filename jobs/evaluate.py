@@ -132,8 +132,21 @@ def _with_leave_one_out_recipes(chain: str, summary: dict[str, Any]) -> str:
 
     steps = [step for step in chain.split(" && ") if step]
     for row in summary.get("leave_one_family_out", []):
-        steps += [step for step in read_card(row["checkpoint"]).reproduce.split(" && ") if step and step not in steps]
+        steps = merged_steps(steps, [step for step in read_card(row["checkpoint"]).reproduce.split(" && ") if step])
     return " && ".join(steps)
+
+
+def merged_steps(steps: list[str], other: list[str]) -> list[str]:
+    """`steps` with the steps of `other` it lacks, each placed before the first of `steps` that comes after it
+    in `other` (at the end where none does): both chains keep their order, so a step that makes an input
+    (the backbone-weights export, a dataset) still runs before the steps that read it."""
+    merged = list(steps)
+    for position, step in enumerate(other):
+        if step in merged:
+            continue
+        later = [merged.index(s) for s in other[position + 1:] if s in merged]
+        merged.insert(min(later) if later else len(merged), step)
+    return merged
 
 
 def shipped_checkpoint(model: str) -> Path:

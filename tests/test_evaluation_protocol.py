@@ -120,6 +120,20 @@ def test_calibrated_and_evaluated_card_reproduces_its_whole_chain_and_records_th
     assert read_card(checkpoint).metrics["evaluation"]["leave_one_family_out"][0]["family"] == "pixel_shuffle"
 
 
+def test_leave_one_out_recipe_joins_the_chain_with_each_step_before_the_steps_that_read_what_it_makes():
+    from jobs.evaluate import merged_steps
+
+    export = "python -m forensics.training.backbones weights.safetensors"
+    # a card trained before training recorded the weights export, and a leave-one-out card trained after
+    shipped = ["make photographs", "make train", "train --backbone-weights weights.safetensors", "make calibration",
+               "calibrate", "make heldout"]
+    without_splice = [export, "make photographs", "make train", "train --exclude-family splice --backbone-weights weights.safetensors"]
+    assert merged_steps(shipped, without_splice) == [export, *shipped, without_splice[-1]]
+    assert merged_steps(shipped, shipped[:2]) == shipped  # nothing new: unchanged
+    # each chain keeps its own order whatever it shares
+    assert merged_steps(["a", "c"], ["a", "b", "c", "d"]) == ["a", "b", "c", "d"]
+
+
 def test_reliability_bins_follow_the_observed_rate():
     from forensics.metrics import reliability_bins
 
