@@ -5,6 +5,8 @@ Names are re-exported lazily, so that code needing only decoding or masks
 """
 
 import importlib
+import subprocess
+from pathlib import Path
 
 _EXPORTS = {
     "forensics.checkpoint": ("CheckpointError", "load_checkpoint", "read_card", "save_checkpoint"),
@@ -29,6 +31,26 @@ def forgescan_version() -> str | None:
         return version("forgescan")
     except PackageNotFoundError:
         return None
+
+
+def code_version() -> str:
+    """The code that runs now, for a model card (training, calibration and evaluation each record theirs): this
+    checkout's commit (`-dirty` when tracked files have uncommitted changes), or the installed package's version
+    where forgescan is not a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*arguments: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    top = git("rev-parse", "--show-toplevel")
+    if top and Path(top).resolve() == root:  # not a checkout that merely contains an installed copy
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    installed = forgescan_version()
+    return f"forgescan {installed}" if installed else ""
 
 
 def __getattr__(name: str):

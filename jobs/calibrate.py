@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             destination = Path(args.output_checkpoint).with_suffix(".safetensors")
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.checkpoint, destination)
-        from jobs.train import code_version
+        from forensics import code_version
 
         # the code this calibration ran at, beside the card's `code_version` (the code that trained it)
         metrics = {**card.metrics, "calibration": {**card.metrics["calibration"], "code_version": code_version()}}

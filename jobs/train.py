@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from forensics import forgescan_version
+from forensics import code_version
 from forensics.model_card import MANIPULATION_CLASSES, NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard
 from jobs.cli import run_module
 
@@ -137,25 +136,6 @@ def reproduce_command(args: argparse.Namespace) -> str:
     weights = args.backbone_weights
     made_weights = weights_command(weights) if weights and "://" not in weights and Path(weights).is_file() else None
     return chain_with_dataset(made_weights or "", args.data, _this_command_line(args))
-
-
-def code_version() -> str:
-    """The code this run trains with, for the model card: this checkout's commit (`-dirty` when tracked
-    files have uncommitted changes), or the installed package's version where forgescan is not a git checkout."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*arguments: str) -> str:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    top = git("rev-parse", "--show-toplevel")
-    if top and Path(top).resolve() == root:  # not a checkout that merely contains an installed copy
-        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    installed = forgescan_version()
-    return f"forgescan {installed}" if installed else ""
 
 
 def _this_command_line(args: argparse.Namespace) -> str:

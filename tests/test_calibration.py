@@ -73,7 +73,8 @@ def random_checkpoints(tmp_path_factory):
 
 
 def test_calibrate_job_writes_temperature_thresholds_and_its_code_version_into_the_card(random_checkpoints, tmp_path):
-    from jobs import calibrate, train
+    from forensics import code_version
+    from jobs import calibrate
 
     folder = random_checkpoints["folder"]
     target = tmp_path / "calibrated.safetensors"
@@ -82,7 +83,7 @@ def test_calibrate_job_writes_temperature_thresholds_and_its_code_version_into_t
     card = read_card(target)
     assert card.temperature == card.metrics["calibration"]["temperature"] and "ai_generated" in card.thresholds
     assert card.metrics["calibration"]["nll_after"] <= card.metrics["calibration"]["nll_before"] + 1e-9
-    assert card.metrics["calibration"]["code_version"] == train.code_version()  # the code the calibration ran at
+    assert card.metrics["calibration"]["code_version"] == code_version()  # the code the calibration ran at
     assert card.notes.endswith(f"Calibration: temperature and thresholds refitted on `{folder / 'realfake'}` by `forgescan calibrate`.")
     from safetensors import safe_open
 

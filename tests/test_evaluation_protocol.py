@@ -84,7 +84,8 @@ def test_leave_one_out_checkpoint_must_name_its_family(protocol, tmp_path, monke
 
 def test_calibrated_and_evaluated_card_reproduces_its_whole_chain_and_records_the_code_each_step_ran_at(
         protocol, tmp_path, monkeypatch):
-    from jobs import cli, train
+    from forensics import code_version
+    from jobs import cli
 
     folder = protocol["folder"]
     checkpoint = tmp_path / "classifier.safetensors"
@@ -93,7 +94,7 @@ def test_calibrated_and_evaluated_card_reproduces_its_whole_chain_and_records_th
     monkeypatch.setattr(sys, "argv", ["forgescan"] + calibrate)
     assert cli.main(calibrate) == 0
     calibrated = read_card(checkpoint)
-    assert calibrated.metrics["calibration"]["code_version"] == train.code_version()
+    assert calibrated.metrics["calibration"]["code_version"] == code_version()
     argv = ["classifier", "--checkpoint", str(checkpoint), "--data", str(folder / "heldout"), "--calibration-data",
             str(folder / "calibration"), "--output", str(tmp_path / "eval"), "--record-in-card"]
     assert _evaluate(monkeypatch, argv) == 0
@@ -107,7 +108,7 @@ def test_calibrated_and_evaluated_card_reproduces_its_whole_chain_and_records_th
     ]
     evaluation = card.metrics["evaluation"]
     assert evaluation["calibration_data"] == str(folder / "calibration") and "expected_calibration_error" in evaluation
-    assert evaluation["code_version"] == train.code_version()  # the code the evaluation ran at
+    assert evaluation["code_version"] == code_version()  # the code the evaluation ran at
     # calibrated on exactly this split already: the card's temperature and threshold are the ones evaluated
     assert evaluation["temperature"] == calibrated.temperature and evaluation["threshold"] == calibrated.threshold("ai_generated")
     assert _evaluate(monkeypatch, argv) == 0  # recording the same evaluation again does not repeat it

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from forensics import code_version
 from PIL import Image
 
 from forensics.checkpoint import load_checkpoint, read_card
@@ -218,7 +220,7 @@ def test_ray_train_classifier_writes_a_loadable_checkpoint_with_card_metrics_fin
     assert first == "forgescan make-dataset real-fake --output realfake --count 12 --seed 5"
     assert train_command.startswith("forgescan train classifier") and "--exclude-family pixel_shuffle" in train_command
     assert "seconds" not in card.metrics["validation_at_best_epoch"]  # a timing would make the card irreproducible
-    assert card.code_version and card.code_version == train.code_version()
+    assert card.code_version and card.code_version == code_version()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["per_fold"][0]["confusion_matrix"] and "classification_report" in metrics["overall"]
     for picture in ("roc_curve.png", "confusion_matrix.png", "training_curves_fold_0.png"):
@@ -226,8 +228,6 @@ def test_ray_train_classifier_writes_a_loadable_checkpoint_with_card_metrics_fin
 
 
 def test_code_version_is_this_checkouts_commit():
-    from jobs.train import code_version
-
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         pytest.skip("not a git checkout: the card records the installed package's version")
