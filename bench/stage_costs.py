@@ -20,7 +20,6 @@ import time
 
 def measure(image_count: int, batch_size: int) -> dict:
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 

@@ -343,7 +343,7 @@ def render_table(results: dict) -> str:
         f"  segmenter inputs: {bare.get('segmenter_tiles', bare['images'])} ({bare.get('tiles_per_s', float('nan')):.2f} tiles/s; "
         "native tiles, or one thumbnail per image in triage); a scan does the same tiles per image, so its tiles/s is "
         "its images/s times the same ratio",
-        f"  ms per image: " + ", ".join(f"{k} {v}" for k, v in bare["phase_ms_per_image"].items()),
+        "  ms per image: " + ", ".join(f"{k} {v}" for k, v in bare["phase_ms_per_image"].items()),
         f"ray start-up: {results['ray_startup_s']} s (paid once, excluded from both rates)",
         "",
         f"{'setting':<28}{'images':>7}{'e2e img/s':>10}{'steady img/s':>13}{'steady/bare':>12}{'marginal':>9}{'CPU s/img':>10}{'CPU eff':>8}"

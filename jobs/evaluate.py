@@ -180,7 +180,7 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_classifier(args, checkpoints: list[str], output: Path) -> dict[str, Any]:
-    from forensics.metrics import classification_metrics, plot_confusion_matrix, plot_reliability_diagram, plot_roc_curves
+    from forensics.metrics import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curves
     from forensics.training import find_labelled_images, fingerprint_samples
     from forensics.training.evaluation import check_disjoint, per_family_metrics
 

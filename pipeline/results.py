@@ -73,6 +73,22 @@ class Counts:
     def flagged(self) -> int:
         return sum(self.verdicts.get(v, 0) for v in FLAGGED_VERDICTS)
 
+    def add(self, status: str, verdict: str, error_kind: str | None, rows: int) -> None:
+        """Count `rows` rows of one (status, verdict, error kind) group."""
+        self.rows += rows
+        if status == schema.STATUS_OK:
+            self.ok += rows
+        else:
+            self.errors += rows
+        self.verdicts[verdict] = self.verdicts.get(verdict, 0) + rows
+        if error_kind:
+            self.error_kinds[error_kind] = self.error_kinds.get(error_kind, 0) + rows
+
+    def put_in_order(self) -> None:
+        """Verdicts by name, error kinds most frequent first, as the report lists them."""
+        self.verdicts = dict(sorted(self.verdicts.items()))
+        self.error_kinds = dict(sorted(self.error_kinds.items(), key=lambda item: (-item[1], item[0])))
+
 
 def _is_rle(arrow_type: pa.DataType) -> bool:
     return pa.types.is_struct(arrow_type) and {"size", "counts"} <= {f.name for f in arrow_type}
@@ -191,17 +207,9 @@ class ScanResults:
             f"FROM ({sql}) GROUP BY ALL").fetchall()
         counts = Counts()
         for status, verdict, kind, n in grouped:
-            counts.rows += n
-            if status == schema.STATUS_OK:
-                counts.ok += n
-            else:
-                counts.errors += n
-            counts.verdicts[verdict] = counts.verdicts.get(verdict, 0) + n
-            if kind:
-                counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + n
+            counts.add(status, verdict, kind, n)
         counts.objects = self.connection.sql(f"SELECT count(DISTINCT {schema.URI}) FROM ({sql})").fetchall()[0][0]
-        counts.verdicts = dict(sorted(counts.verdicts.items()))
-        counts.error_kinds = dict(sorted(counts.error_kinds.items(), key=lambda item: (-item[1], item[0])))
+        counts.put_in_order()
         return counts
 
     def counts_per_scan(self) -> dict[str, Counts]:
@@ -212,17 +220,10 @@ class ScanResults:
         per_scan: dict[str, Counts] = {m.scan_id: Counts() for m in self.manifests}
         for scan_id, status, verdict, kind, n, objects in grouped:
             counts = per_scan.setdefault(scan_id, Counts())
-            counts.rows += n
+            counts.add(status, verdict, kind, n)
             counts.objects += objects  # distinct per (status, verdict, kind) group: a URI sits in one group per scan
-            if status == schema.STATUS_OK:
-                counts.ok += n
-            else:
-                counts.errors += n
-            counts.verdicts[verdict] = counts.verdicts.get(verdict, 0) + n
-            if kind:
-                counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + n
         for counts in per_scan.values():
-            counts.verdicts = dict(sorted(counts.verdicts.items()))
+            counts.put_in_order()
         return per_scan
 
     def histograms(self, selection: Selection, bins: int = HISTOGRAM_BINS) -> dict[str, dict[str, list[int]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from pathlib import Path
 
 # Fake credentials before anything starts Ray, so the raylet and its workers inherit them.
 from pipeline.local_s3 import FAKE_CREDENTIALS
@@ -80,6 +81,17 @@ def tiny_native_checkpoints(tmp_path_factory):
     classifier = save_checkpoint(build_model(classifier_card), classifier_card, folder / "classifier.safetensors")
     segmenter = save_checkpoint(build_model(segmenter_card), segmenter_card, folder / "segmenter.safetensors")
     return {"classifier": str(classifier), "segmenter": str(segmenter)}
+
+
+def forget_cluster_address(port: int) -> None:
+    """After a test stops its own `ray start` nodes: `ray stop` would delete Ray's pointer to the last started
+    cluster, killing the nodes does not, and a later `ray.init()` would try to join the dead cluster."""
+    pointer = Path("/tmp/ray/ray_current_cluster")
+    try:
+        if pointer.read_text().strip().endswith(f":{port}"):
+            pointer.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def jpeg_bytes(width: int = 96, height: int = 64, seed: int = 0, quality: int = 90, **save_options) -> bytes:

@@ -13,7 +13,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipeline.local_s3 import free_port
-from tests.conftest import jpeg_bytes
+from tests.conftest import forget_cluster_address, jpeg_bytes
 
 pytestmark = pytest.mark.cluster
 
@@ -62,16 +62,6 @@ def two_node_cluster(tmp_path):
         stop_node(worker)
         stop_node(head)
         forget_cluster_address(port)
-
-
-def forget_cluster_address(port: int) -> None:
-    """`ray stop` would delete Ray's pointer to the last started cluster; killing the nodes does not."""
-    pointer = Path("/tmp/ray/ray_current_cluster")
-    try:
-        if pointer.read_text().strip().endswith(f":{port}"):
-            pointer.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def test_model_actors_are_scheduled_on_gpu_resources_and_fall_back_to_cpu(two_node_cluster, tiny_checkpoints, tmp_path):

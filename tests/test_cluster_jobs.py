@@ -17,7 +17,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipeline.local_s3 import free_port
-from tests.conftest import jpeg_bytes
+from tests.conftest import forget_cluster_address, jpeg_bytes
 
 pytestmark = pytest.mark.cluster
 
@@ -127,15 +127,6 @@ def stop_process_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)  # workers left in the group after the head exited
     except ProcessLookupError:
-        pass
-
-
-def forget_cluster_address(port: int) -> None:
-    pointer = Path("/tmp/ray/ray_current_cluster")
-    try:
-        if pointer.read_text().strip().endswith(f":{port}"):
-            pointer.unlink()
-    except FileNotFoundError:
         pass
 
 

@@ -16,7 +16,7 @@ from pipeline.sink import write_table_atomically
 from pipeline.storage import parse_location, storage_options_key
 from tests.conftest import jpeg_bytes
 from tests.faulty_s3_proxy import FaultyS3Proxy
-from tests.test_resilience import rows_of, scan
+from tests.test_resilience import scan
 
 
 def incompressible_table(megabytes: int) -> pa.Table:

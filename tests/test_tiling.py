@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forensics.model_card import default_classifier_card, default_segmenter_card
+from forensics.model_card import default_segmenter_card
 from forensics.tiling import (
     blend_window,
     count_tiles,

@@ -19,7 +19,6 @@ squeeze-excitation tensors are left aside, with equal shapes (checked here).
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 
