@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from forensics import code_version
     from forensics.checkpoint import CheckpointError, update_card
     from forensics.training import DatasetError
 
@@ -49,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
             destination = Path(args.output_checkpoint).with_suffix(".safetensors")
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.checkpoint, destination)
-        from forensics import code_version
-
         # the code this calibration ran at, beside the card's `code_version` (the code that trained it)
         metrics = {**card.metrics, "calibration": {**card.metrics["calibration"], "code_version": code_version()}}
         update_card(destination, card.replace(reproduce=_append_command(card.reproduce, args.data),

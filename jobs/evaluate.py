@@ -96,6 +96,7 @@ def record_in_card(checkpoint: str, summary: dict[str, Any]) -> None:
     """Add the headline figures, the data fingerprint and the command to the card's metrics."""
     import shlex
 
+    from forensics import code_version
     from forensics.checkpoint import read_card, update_card
 
     from jobs.make_dataset import chain_with_dataset
@@ -105,8 +106,6 @@ def record_in_card(checkpoint: str, summary: dict[str, Any]) -> None:
     figures.pop("checkpoint", None)
     figures = figures.get("models", {}).get(checkpoint, figures) if "models" in figures else figures
     command = " ".join(["forgescan evaluate"] + [shlex.quote(a) for a in sys.argv[2 if Path(sys.argv[0]).name in ("forgescan", "cli.py") else 1:]])
-    from forensics import code_version
-
     evaluation = {"data": summary["data"], "data_fingerprint": summary["data_fingerprint"], "count": summary["count"],
                   **figures, "command": command, "code_version": code_version()}  # the code this evaluation ran at
     for key in ("calibration_data", "per_family", "leave_one_family_out"):
