@@ -98,7 +98,7 @@ def main() -> None:
     results = {
         "command": "python -m bench.tiling_cost " + " ".join(sys.argv[1:]),
         "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": args.threads},
-        "cards": {kind: {k: getattr(read_card(bundled_checkpoint(kind)), k) for k in ("version", "input_size", "resize_mode", "crops", "tile_overlap", "max_tiles")}
+        "cards": {kind: {k: getattr(read_card(bundled_checkpoint(kind)), k) for k in ("version", "input_size", "resize_mode", "crops", "tile_overlap", "max_tiles", "coarse_short_side")}
                   for kind in ("classifier", "segmenter")},
         "sizes": [measure(width, height, args.repeats) for width, height in sizes],
     }

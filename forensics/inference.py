@@ -218,7 +218,8 @@ def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int 
     `class_maps` its (C, H, W) class logits (multi-class cards; a binary card gives (1, H, W)).
 
     ``native_tiles``: overlapping tiles of all views stream through the model in batches of
-    `tiles_per_batch` and their logits are blended back (forensics.tiling); other modes: the
+    `tiles_per_batch` and their logits are blended back (forensics.tiling), averaged with a pass over the
+    whole image at the card's `coarse_short_side` when it sets one; other modes: the
     views are model inputs already and go through in batches of `tiles_per_batch`. Scan,
     evaluation and calibration all call this, so they see the same maps.
     """
@@ -244,8 +245,8 @@ def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int 
         if batch:
             yield from map(finish, tile_logits(np.stack(batch)))
         return
-    from forensics.tiling import stitch_tiles
+    from forensics.tiling import stitch_two_scales
 
-    for logits, _plan in stitch_tiles(views, tile_logits, card.input_size[0], card.tile_overlap,
-                                      max_tiles=card.max_tiles, tiles_per_batch=tiles_per_batch):
+    for logits, _plan in stitch_two_scales(views, tile_logits, card.input_size[0], card.tile_overlap, card.max_tiles,
+                                           card.coarse_short_side, tiles_per_batch=tiles_per_batch):
         yield finish(logits)

@@ -50,6 +50,10 @@ class ModelCard:
         tile_overlap: ``native_tiles``: pixels shared by neighbouring tiles (blended linearly).
         max_tiles: ``native_tiles``: an image needing more tiles is reduced by the smallest
             factor that fits (the output row records the factor); bounds time and memory per image.
+        coarse_short_side: ``native_tiles``: when above 0, the segmenter also analyses the whole image
+            shrunk to this short side (the scale a recipe trained at) and averages the two passes'
+            class logits at the native map's size; an image whose analysed short side is no longer
+            gets the native pass alone. 0 = native tiles only.
         score_calibration: segmenter: Platt scaling of the raw image-level score (top-1% mean
             of the pixel map) into P(manipulated), ``{"slope": a, "intercept": b}`` applied to
             logit(raw); empty = the raw score is used as is.
@@ -76,6 +80,7 @@ class ModelCard:
     crops: int = 5
     tile_overlap: int = 32
     max_tiles: int = 1024
+    coarse_short_side: int = 0
     classes: tuple[str, ...] = ()
     score_calibration: dict[str, float] = field(default_factory=dict)
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -96,6 +101,8 @@ class ModelCard:
             raise ValueError(f"Wrong resize_mode `{self.resize_mode}`, supported: {list(RESIZE_MODES)}")
         if self.resize_mode == NATIVE_TILES and not 0 <= self.tile_overlap < min(self.input_size):
             raise ValueError(f"tile_overlap must be in [0, {min(self.input_size)}) for {tuple(self.input_size)} tiles, got {self.tile_overlap}")
+        if self.coarse_short_side < 0:
+            raise ValueError(f"coarse_short_side must be 0 (off) or a short side in pixels, got {self.coarse_short_side}")
         if self.crops < 1 or self.max_tiles < 1:
             raise ValueError(f"crops and max_tiles must be >= 1, got crops={self.crops}, max_tiles={self.max_tiles}")
         object.__setattr__(self, "classes", tuple(str(name) for name in self.classes))

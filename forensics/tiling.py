@@ -16,6 +16,7 @@ fixed-size chunks.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -236,6 +237,63 @@ def stitch_tiles(
 
 def _empty_map(plan: TilePlan, tiles: int) -> StitchedMap:
     return StitchedMap(plan, pending=tiles)
+
+
+def coarse_view(image: np.ndarray, short_side: int) -> np.ndarray | None:
+    """The (H, W, 3) image shrunk (bilinear, antialiased) so its short side is `short_side`; None when it is
+    no longer than that already, so a coarse pass would only repeat the native one."""
+    height, width = image.shape[:2]
+    if short_side < 1 or min(height, width) <= short_side:
+        return None
+    factor = short_side / min(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
+def mean_of_scales(native: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """The mean of a native map and a coarse one enlarged (bilinear) to the native map's size; (H, W) or
+    (C, H, W) logits. For class logits this is the geometric mean of the two passes' class probabilities."""
+    from forensics.masks import upsample_probabilities
+
+    height, width = native.shape[-2:]
+    if coarse.ndim == 2:
+        return (native + upsample_probabilities(coarse, height, width)) / 2
+    enlarged = np.stack([upsample_probabilities(channel, height, width) for channel in coarse])
+    return (native + enlarged) / 2
+
+
+def stitch_two_scales(
+    images: Iterable[np.ndarray],
+    predict: Callable[[np.ndarray], np.ndarray],
+    tile: int,
+    overlap: int,
+    max_tiles: int,
+    coarse_short_side: int,
+    tiles_per_batch: int = 16,
+) -> Iterator[tuple[np.ndarray, TilePlan]]:
+    """stitch_tiles, with each image also analysed shrunk to `coarse_short_side` (coarse_view) and the two
+    maps averaged at the native map's size (mean_of_scales). The coarse image follows its native one
+    through the same tile batches, so memory stays bounded as in stitch_tiles; 0 = stitch_tiles alone."""
+    if coarse_short_side <= 0:
+        yield from stitch_tiles(images, predict, tile, overlap, max_tiles, tiles_per_batch)
+        return
+    has_coarse: deque[bool] = deque()  # per native image, in order: is its coarse image next in the stream?
+
+    def native_then_coarse() -> Iterator[np.ndarray]:
+        for image in images:
+            plan = plan_tiles(image.shape[0], image.shape[1], tile, overlap, max_tiles)
+            coarse = coarse_view(at_analysis_size(image, plan), coarse_short_side)
+            has_coarse.append(coarse is not None)
+            yield image
+            if coarse is not None:
+                yield coarse
+
+    maps = stitch_tiles(native_then_coarse(), predict, tile, overlap, max_tiles, tiles_per_batch)
+    for native, plan in maps:
+        if has_coarse.popleft():
+            coarse, _coarse_plan = next(maps)
+            native = mean_of_scales(native, coarse)
+        yield native, plan
 
 
 def native_crops(image: np.ndarray, crop_height: int, crop_width: int, count: int) -> np.ndarray:

@@ -2,12 +2,15 @@
 
     forgescan calibrate classifier --checkpoint model.safetensors --data HELDOUT [--target-fpr 0.05]
     forgescan calibrate segmenter  --checkpoint model.safetensors --data HELDOUT [--target-fpr 0.05]
+                                   [--coarse-short-side 256]
 
 The temperature minimises the held-out negative log-likelihood; thresholds are
 the lowest score whose false-positive rate on held-out negatives stays at or
 below --target-fpr, and never below 0.5 (classifier: `ai_generated`; segmenter:
 `manipulated`), and the `pixel` threshold that maximises pixel F1. The scanner reads both from
-the card. Use data the model was not trained on.
+the card. Use data the model was not trained on. --coarse-short-side sets the card's
+`coarse_short_side` (a second pass over the whole image shrunk to that short side, averaged
+with the native tiles; 0 turns it off) before fitting, since the thresholds belong to the map it makes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", help="segmenter: mask folder, when --data is the images folder")
     parser.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR,
                         help=f"false-positive rate the thresholds allow (default {DEFAULT_TARGET_FPR})")
+    parser.add_argument("--coarse-short-side", type=int,
+                        help="segmenter: also analyse each image shrunk to this short side and average the two maps "
+                             "(written into the card; 0 = native tiles only; default: as the card has it)")
     parser.add_argument("--output-checkpoint", help="write a calibrated copy here instead of updating --checkpoint in place")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -43,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from forensics.checkpoint import CheckpointError, update_card
     from forensics.training import DatasetError
 
+    if args.model == "classifier" and args.coarse_short_side is not None:
+        print("forgescan calibrate: --coarse-short-side is a segmenter setting; drop it when calibrating the classifier.",
+              file=sys.stderr)
+        return 2
     try:
         card, report = (calibrate_classifier if args.model == "classifier" else calibrate_segmenter)(args)
         destination = Path(args.checkpoint)
@@ -113,10 +123,16 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
 def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     from forensics.calibration import (binary_nll, decision_threshold, expected_calibration_error, fit_platt,
                                        fit_temperature, platt, sigmoid, threshold_for_best_f1)
+    from forensics.model_card import NATIVE_TILES
     from forensics.training import find_image_mask_pairs, fingerprint_samples
     from forensics.training.evaluation import segmenter_outputs
 
     predictor = _load(args, "segmenter")
+    if args.coarse_short_side is not None:
+        if predictor.card.resize_mode != NATIVE_TILES and args.coarse_short_side:
+            raise ValueError(f"--coarse-short-side adds a pass to native-tile analysis, but {args.checkpoint} analyses "
+                             f"`{predictor.card.resize_mode}` views; drop the flag for this checkpoint.")
+        predictor.card = predictor.card.replace(coarse_short_side=args.coarse_short_side)
     pairs = find_image_mask_pairs(args.data, args.masks)
     outputs = segmenter_outputs(predictor, pairs, args.batch_size, keep_examples=0)
     logits, labels = np.concatenate(outputs.pixel_logits), np.concatenate(outputs.pixel_labels).astype(float)

@@ -127,6 +127,37 @@ def test_calibrate_refuses_a_checkpoint_of_the_other_kind(random_checkpoints, ca
     assert "--classifier" in capsys.readouterr().err
 
 
+def test_calibrate_segmenter_fits_on_the_two_scale_maps_and_writes_the_coarse_pass_into_the_card(random_checkpoints, tmp_path):
+    from forensics.checkpoint import load_checkpoint
+    from jobs import calibrate
+
+    model, card = load_checkpoint(random_checkpoints["segmenter"])
+    native = save_checkpoint(model, card.replace(resize_mode="native_tiles", tile_overlap=16), tmp_path / "native.safetensors")
+    data = str(random_checkpoints["folder"] / "forgery")  # 64 px images: a 48 px coarse pass applies to each
+    fitted = {}
+    for coarse in ("0", "48"):
+        target = tmp_path / f"coarse{coarse}.safetensors"
+        assert _run_job(calibrate, ["segmenter", "--checkpoint", str(native), "--data", data, "--coarse-short-side", coarse,
+                                    "--output-checkpoint", str(target)]) == 0
+        fitted[coarse] = read_card(target)
+    assert fitted["48"].coarse_short_side == 48 and fitted["0"].coarse_short_side == 0
+    before = {coarse: card.metrics["calibration"]["pixel_nll_before"] for coarse, card in fitted.items()}
+    assert before["48"] != pytest.approx(before["0"], abs=1e-6)  # fitted on different maps
+
+
+def test_calibrate_refuses_a_coarse_pass_for_the_classifier_and_for_a_thumbnail_segmenter(random_checkpoints, capsys):
+    from jobs import calibrate
+
+    folder = random_checkpoints["folder"]
+    assert _run_job(calibrate, ["classifier", "--checkpoint", str(random_checkpoints["classifier"]),
+                                "--data", str(folder / "realfake"), "--coarse-short-side", "48"]) == 2
+    assert "segmenter setting" in capsys.readouterr().err
+    assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["segmenter"]),
+                                "--data", str(folder / "forgery"), "--coarse-short-side", "48"]) == 2
+    error = capsys.readouterr().err
+    assert "--coarse-short-side" in error and str(random_checkpoints["segmenter"]) in error and "`resize`" in error
+
+
 def _raw_manipulation_scores(seed=0, count=3000):
     """Top-1% pixel means the way an over-confident segmenter gives them: authentic images score 0.9 too."""
     rng = np.random.default_rng(seed)

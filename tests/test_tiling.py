@@ -8,13 +8,16 @@ import pytest
 from forensics.model_card import default_segmenter_card
 from forensics.tiling import (
     blend_window,
+    coarse_view,
     count_tiles,
     crop_origins,
     native_crops,
     plan_tiles,
     segmenter_view,
     size_within_tile_cap,
+    mean_of_scales,
     stitch_tiles,
+    stitch_two_scales,
     tile_starts,
 )
 
@@ -148,3 +151,63 @@ def test_segmenter_maps_are_the_same_whether_images_are_batched_together_or_alon
     for image, joint, single in zip(images, together, alone):
         assert joint.shape == image.shape[:2]
         np.testing.assert_allclose(joint, single, atol=1e-4)
+
+
+def test_coarse_view_shrinks_the_short_side_to_the_setting_and_skips_images_no_larger():
+    image = np.zeros((300, 451, 3), dtype=np.uint8)
+    assert coarse_view(image, 100).shape == (100, 150, 3)
+    assert coarse_view(image, 300) is None and coarse_view(image, 400) is None
+    assert coarse_view(np.zeros((1, 900, 3), dtype=np.uint8), 64) is None
+
+
+def test_two_scale_maps_are_the_native_map_averaged_with_the_enlarged_coarse_map_image_by_image():
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((90, 130, 3), (40, 40, 3), (150, 70, 3), (1, 1, 3))]
+    sizes = []
+
+    def red_channel_recording_batches(tiles):
+        sizes.append(len(tiles))
+        return red_channel_probabilities(tiles)
+
+    results = list(stitch_two_scales(images, red_channel_recording_batches, tile=32, overlap=8, max_tiles=1000,
+                                     coarse_short_side=48, tiles_per_batch=7))
+    assert max(sizes) <= 7 and len(results) == len(images)
+    for image, (combined, plan) in zip(images, results):
+        [(native, _)] = stitch_tiles([image], red_channel_probabilities, tile=32, overlap=8, max_tiles=1000)
+        assert combined.shape == image.shape[:2] and plan.scale == 1.0
+        shrunk = coarse_view(image, 48)
+        if shrunk is None:  # 40 x 40 and 1 x 1: nothing coarser to add
+            np.testing.assert_allclose(combined, native, atol=1e-6)
+            continue
+        [(coarse, _)] = stitch_tiles([shrunk], red_channel_probabilities, tile=32, overlap=8, max_tiles=1000)
+        np.testing.assert_allclose(combined, mean_of_scales(native, coarse), atol=1e-6)
+        assert np.abs(combined - native).max() > 0.01  # the coarse pass changed the map
+
+
+def test_mean_of_scales_averages_class_logits_channel_by_channel():
+    native = np.stack([np.zeros((4, 6), np.float32), np.full((4, 6), 2.0, np.float32)])
+    coarse = np.stack([np.full((2, 3), 4.0, np.float32), np.full((2, 3), -2.0, np.float32)])
+    combined = mean_of_scales(native, coarse)
+    assert combined.shape == (2, 4, 6)
+    np.testing.assert_allclose(combined[0], 2.0)
+    np.testing.assert_allclose(combined[1], 0.0)
+
+
+def test_a_segmenter_card_with_a_coarse_pass_gives_each_image_its_own_two_scale_map_in_any_batching(tiny_checkpoints):
+    from forensics.inference import SegmenterPredictor
+
+    segmenter = SegmenterPredictor.from_checkpoint(tiny_checkpoints["segmenter"], device=None)
+    native_card = segmenter.card.replace(resize_mode="native_tiles", tile_overlap=16)
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((90, 130, 3), (40, 64, 3), (150, 100, 3))]
+    segmenter.card = native_card
+    native = list(segmenter.probability_maps(images))
+    segmenter.card = native_card.replace(coarse_short_side=48)
+    segmenter.tiles_per_batch = 3
+    together = list(segmenter.probability_maps(images))
+    alone = [next(segmenter.probability_maps([image])) for image in images]
+    for image, joint, single in zip(images, together, alone):
+        assert joint.shape == image.shape[:2]
+        np.testing.assert_allclose(joint, single, atol=1e-4)
+    np.testing.assert_allclose(together[1], native[1], atol=1e-4)  # short side 40 <= 48: native pass only
+    assert not np.allclose(together[0], native[0], atol=1e-3) and not np.allclose(together[2], native[2], atol=1e-3)
