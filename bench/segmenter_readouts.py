@@ -15,7 +15,9 @@ figures, asked without retraining:
 - **Scale.** The segmenter trains on 256 px images and scans at native
   resolution, so a check image of 300-600 px shows it larger regions than it
   trained on. The check is scored at native resolution, with the image shrunk
-  to a 256 px short side (map stretched back), and with the mean of the two maps.
+  to a 256 px short side (map stretched back), with the mean of the two maps'
+  probabilities, and with the scan's coarse pass (the mean of their class
+  logits, what a card's `coarse_short_side` does).
 
 A benchmark that reports; it never asserts. Writes a JSON and a bar chart of
 the aggregates' ROC-AUC (same name, `.png`).
@@ -40,6 +42,7 @@ from bench.independent_check import MISSED_F1, image_pixel_f1
 TOP_SHARES = (0.001, 0.003, 0.01, 0.03, 0.1)
 SCAN_AGGREGATE = "top 1%"  # forensics.masks.manipulation_score, as a scan computes it
 TRAINING_SCALE = 256  # the short side the shipped recipe's images have (forgescan make-dataset manipulations)
+THRESHOLD_GRID = tuple(round(0.05 * step, 2) for step in range(1, 20))  # forensics.calibration.threshold_for_best_f1's
 
 
 def aggregates(probabilities: np.ndarray, pixel_threshold: float) -> dict[str, float]:
@@ -65,7 +68,7 @@ def aggregates(probabilities: np.ndarray, pixel_threshold: float) -> dict[str, f
 
 def _map(segmenter, pixels: np.ndarray) -> np.ndarray:
     view, _scale = segmenter.view(pixels)
-    return next(segmenter.probability_maps([view]))
+    return next(segmenter.probability_maps([view]))  # the card's own analysis (its coarse pass too, when it has one)
 
 
 def _dataset(root: str) -> list[tuple[str, bytes, bool]]:
@@ -108,46 +111,77 @@ def score_set(segmenter, name: str, items: list[tuple[str, bytes, bool]]) -> dic
 
 
 def score_check(segmenter, archive: list[dict]) -> tuple[dict, dict]:
-    """The held-out-photographs check, one segmenter pass per view: every aggregate's image-level ROC-AUC of the
-    native map (as score_set), and pixel F1 (the card's pixel threshold, original resolution), ROC-AUC of the
-    top-1% score, the share of authentic pixels flagged and the spliced images missed, for the map at native
-    resolution, at the training scale, and their mean."""
+    """The held-out-photographs check, one segmenter pass per scale: every aggregate's image-level ROC-AUC of the
+    native map (as score_set), and for the map at native resolution, at the training scale, the mean of their
+    probabilities and the scan's coarse pass (a card's `coarse_short_side`: the mean of their class logits,
+    forensics.tiling.mean_of_scales): pixel F1 at the card's pixel threshold (original resolution) and at the
+    best of 0.05-0.95 (a readout of what the threshold costs, never a choice), ROC-AUC of the top-1% score, the
+    share of authentic pixels flagged and the spliced images missed."""
+    threshold, card = segmenter.card.threshold("pixel"), segmenter.card
+    segmenter.card = card.replace(coarse_short_side=0)  # each scale on its own; combined here
+    try:
+        return _score_scales(segmenter, archive, threshold)
+    finally:
+        segmenter.card = card
+
+
+def _score_scales(segmenter, archive: list[dict], threshold: float) -> tuple[dict, dict]:
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
 
     from forensics.decode import decode_image
-    from forensics.masks import manipulated_probabilities, manipulation_score, upsample_probabilities
+    from forensics.inference import segmenter_logit_maps
+    from forensics.masks import manipulation_score, upsample_probabilities
     from forensics.metrics import PixelCounts
+    from forensics.tiling import coarse_view, mean_of_scales
 
-    threshold = segmenter.card.threshold("pixel")
-    ways = ("native", f"short side {TRAINING_SCALE} px", "mean of both")
+    ways = ("native", f"short side {TRAINING_SCALE} px", "mean of both", f"coarse pass {TRAINING_SCALE} (the scan's)")
     counts = {way: PixelCounts() for way in ways}
+    counts_by_threshold = {way: {cut: PixelCounts() for cut in THRESHOLD_GRID} for way in ways}
     scores, flagged, labels, aggregate_rows = {way: [] for way in ways}, {way: [] for way in ways}, [], []
     missed = dict.fromkeys(ways, 0)  # spliced images whose own pixel F1 is below MISSED_F1
     for item in tqdm(archive, desc="held-out-photographs check", mininterval=2.0):
         decoded = decode_image(item["data"], [segmenter.card.input_spec])
-        pixels, height, width = decoded.inputs[segmenter.card.input_spec], decoded.height, decoded.width
-        native_map = _map(segmenter, pixels)
-        aggregate_rows.append(aggregates(native_map, threshold))
-        native = upsample_probabilities(manipulated_probabilities(native_map), height, width)
-        factor = TRAINING_SCALE / min(height, width)
-        if factor < 1:
-            small = np.asarray(Image.fromarray(pixels).resize((round(width * factor), round(height * factor)), Image.BILINEAR))
-            shrunk = upsample_probabilities(manipulated_probabilities(_map(segmenter, small)), height, width)
-        else:
-            shrunk = native
-        for way, probabilities in zip(ways, (native, shrunk, (native + shrunk) / 2)):
+        height, width = decoded.height, decoded.width
+        view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
+        native_logits = next(segmenter_logit_maps(segmenter, [view], class_maps=True))
+        aggregate_rows.append(aggregates(_probabilities(segmenter, native_logits, class_maps=True), threshold))
+        small = coarse_view(view, TRAINING_SCALE)
+        coarse_logits = native_logits if small is None else next(segmenter_logit_maps(segmenter, [small], class_maps=True))
+        native, shrunk, combined = (upsample_probabilities(_probabilities(segmenter, logits), height, width)
+                                    for logits in (native_logits, coarse_logits, mean_of_scales(native_logits, coarse_logits)))
+        for way, probabilities in zip(ways, (native, shrunk, (native + shrunk) / 2, combined)):
             counts[way].add(probabilities >= threshold, item["mask"])
+            for cut in THRESHOLD_GRID:
+                counts_by_threshold[way][cut].add(probabilities >= cut, item["mask"])
             scores[way].append(manipulation_score(probabilities))
             if item["kind"] == "authentic":
                 flagged[way].append(float((probabilities >= threshold).mean()))
             else:
                 missed[way] += image_pixel_f1(probabilities >= threshold, item["mask"]) < MISSED_F1
         labels.append(item["kind"] == "spliced")
-    scales = {way: {"pixel_f1": counts[way].to_dict().get("pixel_f1"), "roc_auc": float(roc_auc_score(labels, scores[way])),
-                    "authentic_flagged_pixel_share": float(np.mean(flagged[way])),
-                    f"spliced_images_with_pixel_f1_below_{MISSED_F1}": missed[way]} for way in ways}
+    scales = {}
+    for way in ways:
+        best = max(THRESHOLD_GRID, key=lambda cut: counts_by_threshold[way][cut].f1)
+        scales[way] = {"pixel_f1": counts[way].to_dict().get("pixel_f1"), "roc_auc": float(roc_auc_score(labels, scores[way])),
+                       "authentic_flagged_pixel_share": float(np.mean(flagged[way])),
+                       f"spliced_images_with_pixel_f1_below_{MISSED_F1}": missed[way],
+                       "best_pixel_f1": counts_by_threshold[way][best].f1, "best_pixel_threshold": best}
     return image_level(labels, aggregate_rows), scales
+
+
+def _probabilities(segmenter, class_logits: np.ndarray, class_maps: bool = False) -> np.ndarray:
+    """(C, H, W) class logits -> the card's P(manipulated) map, or with `class_maps` its class probabilities
+    (a binary card: its one P(manipulated) map either way), as SegmenterPredictor.probability_maps gives them."""
+    from scipy.special import expit
+
+    from forensics.masks import class_probabilities, manipulated_probabilities
+
+    card = segmenter.card
+    if not card.is_multiclass:
+        return expit(class_logits[0] / card.temperature).astype(np.float32)
+    probabilities = class_probabilities(class_logits, card.temperature)
+    return probabilities if class_maps else manipulated_probabilities(probabilities)
 
 
 def plot(result: dict, path: Path) -> None:
