@@ -19,8 +19,9 @@ figures, asked without retraining:
   probabilities, and with the scan's coarse pass (the mean of their class
   logits, what a card's `coarse_short_side` does).
 
-A benchmark that reports; it never asserts. Writes a JSON and a bar chart of
-the aggregates' ROC-AUC (same name, `.png`).
+A benchmark that reports; it never asserts. Writes a JSON, a bar chart of
+the aggregates' ROC-AUC (same name, `.png`) and the check's pixel F1 against the
+pixel threshold for each scale (`_thresholds.png`).
 
     python -m bench.segmenter_readouts [--segmenter CKPT] [--calibration .data/mcp/calibration]
                                        [--heldout .data/mc/heldout] [--count 180]
@@ -166,7 +167,8 @@ def _score_scales(segmenter, archive: list[dict], threshold: float) -> tuple[dic
         scales[way] = {"pixel_f1": counts[way].to_dict().get("pixel_f1"), "roc_auc": float(roc_auc_score(labels, scores[way])),
                        "authentic_flagged_pixel_share": float(np.mean(flagged[way])),
                        f"spliced_images_with_pixel_f1_below_{MISSED_F1}": missed[way],
-                       "best_pixel_f1": counts_by_threshold[way][best].f1, "best_pixel_threshold": best}
+                       "best_pixel_f1": counts_by_threshold[way][best].f1, "best_pixel_threshold": best,
+                       "pixel_f1_by_threshold": {str(cut): counts_by_threshold[way][cut].f1 for cut in THRESHOLD_GRID}}
     return image_level(labels, aggregate_rows), scales
 
 
@@ -208,6 +210,28 @@ def plot(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_thresholds(result: dict, path: Path) -> None:
+    """Pixel F1 on the held-out-photographs check against the pixel threshold, one curve per scale, with the
+    card's threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for way, figures in result["scales_on_heldout_photographs_check"].items():
+        curve = figures["pixel_f1_by_threshold"]
+        axes.plot([float(cut) for cut in curve], list(curve.values()), marker=".", label=way)
+    axes.axvline(result["pixel_threshold"], color="grey", linewidth=0.8, linestyle="--", label="the card's pixel threshold")
+    axes.set_xlabel("pixel threshold")
+    axes.set_ylabel("pixel F1 (original resolution)")
+    axes.set_title(f"{result['segmenter']}: held-out-photographs check", fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segmenter", help="segmenter checkpoint (default: the shipped one)")
@@ -237,6 +261,7 @@ def main() -> None:
         "command": "python -m bench.segmenter_readouts " + " ".join(sys.argv[1:]),
         "segmenter": segmenter.card.version,
         "scan_aggregate": SCAN_AGGREGATE,
+        "pixel_threshold": segmenter.card.threshold("pixel"),
         "chosen_on_calibration_split": max(calibration_auc, key=calibration_auc.get),
         "image_level": by_set,
         "scales_on_heldout_photographs_check": scales,
@@ -244,6 +269,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.output.with_suffix(".png"))
+    plot_thresholds(result, args.output.with_name(args.output.stem + "_thresholds.png"))
     print(json.dumps(result, indent=2))
 
 

@@ -88,6 +88,44 @@ def threshold_for_best_f1(scores: np.ndarray, labels: np.ndarray, candidates: np
     return best
 
 
+DEFAULT_TARGET_PIXEL_FPR = 0.01  # share of an authentic image's pixels the pixel threshold may mark unless told otherwise
+
+
+def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarray,
+                    target_pixel_fpr: float = DEFAULT_TARGET_PIXEL_FPR) -> tuple[float, dict[str, float]]:
+    """The segmenter's pixel threshold and how it was chosen: the best-F1 candidate (threshold_for_best_f1)
+    among those that mark at most `target_pixel_fpr` of the pixels of authentic images.
+
+    `authentic` flags the samples that come from images with nothing manipulated. Pixel F1 is flat over a
+    wide band of thresholds on manipulation data (most images manipulated, a tenth of the pixels), while an
+    archive is mostly authentic photographs: among thresholds of about the same F1, the false alarms on
+    authentic photographs decide. With no authentic samples, or target 1, it is the best-F1 threshold.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    authentic = np.asarray(authentic).astype(bool).ravel()
+    if not 0.0 <= target_pixel_fpr <= 1.0:
+        raise ValueError(f"--target-pixel-fpr must be in [0, 1], got {target_pixel_fpr}.")
+    candidates = np.linspace(0.05, 0.95, 19)
+    best_f1_threshold = threshold_for_best_f1(scores, labels, candidates)
+    if authentic.any() and target_pixel_fpr < 1.0:
+        marked = np.array([np.mean(scores[authentic] >= cut) for cut in candidates])
+        allowed = candidates[marked <= target_pixel_fpr]
+        chosen = threshold_for_best_f1(scores, labels, allowed) if allowed.size else float(candidates[-1])
+    else:
+        chosen = best_f1_threshold
+    report = {"target_pixel_fpr": target_pixel_fpr, "pixel_f1": _f1(scores >= chosen, labels),
+              "best_f1_threshold": best_f1_threshold, "best_f1": _f1(scores >= best_f1_threshold, labels)}
+    if authentic.any():
+        report["authentic_pixels_marked"] = float(np.mean(scores[authentic] >= chosen))
+    return chosen, report
+
+
+def _f1(predicted: np.ndarray, labels: np.ndarray) -> float:
+    denominator = predicted.sum() + labels.sum()
+    return float(2 * np.count_nonzero(predicted & labels) / denominator) if denominator else 0.0
+
+
 def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     from scipy.special import expit
 

@@ -2,12 +2,13 @@
 
     forgescan calibrate classifier --checkpoint model.safetensors --data HELDOUT [--target-fpr 0.05]
     forgescan calibrate segmenter  --checkpoint model.safetensors --data HELDOUT [--target-fpr 0.05]
-                                   [--coarse-short-side 256]
+                                   [--target-pixel-fpr 0.01] [--coarse-short-side 256]
 
 The temperature minimises the held-out negative log-likelihood; thresholds are
 the lowest score whose false-positive rate on held-out negatives stays at or
 below --target-fpr, and never below 0.5 (classifier: `ai_generated`; segmenter:
-`manipulated`), and the `pixel` threshold that maximises pixel F1. The scanner reads both from
+`manipulated`), and the `pixel` threshold with the best pixel F1 among those that mark at most
+--target-pixel-fpr of authentic images' pixels. The scanner reads both from
 the card. Use data the model was not trained on. --coarse-short-side sets the card's
 `coarse_short_side` (a second pass over the whole image shrunk to that short side, averaged
 with the native tiles; 0 turns it off) before fitting, since the thresholds belong to the map it makes.
@@ -28,7 +29,7 @@ from jobs.cli import run_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from forensics.calibration import DEFAULT_TARGET_FPR
+    from forensics.calibration import DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR
 
     parser.add_argument("model", choices=("classifier", "segmenter"))
     parser.add_argument("--checkpoint", required=True, help="safetensors checkpoint whose card is updated")
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", help="segmenter: mask folder, when --data is the images folder")
     parser.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR,
                         help=f"false-positive rate the thresholds allow (default {DEFAULT_TARGET_FPR})")
+    parser.add_argument("--target-pixel-fpr", type=float, default=DEFAULT_TARGET_PIXEL_FPR,
+                        help="segmenter: share of an authentic image's pixels the pixel threshold may mark; the best-F1 "
+                             f"threshold among those that keep to it (default {DEFAULT_TARGET_PIXEL_FPR}; 1 = best F1 alone)")
     parser.add_argument("--coarse-short-side", type=int,
                         help="segmenter: also analyse each image shrunk to this short side and average the two maps "
                              "(written into the card; 0 = native tiles only; default: as the card has it)")
@@ -122,7 +126,7 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
 
 def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     from forensics.calibration import (binary_nll, decision_threshold, expected_calibration_error, fit_platt,
-                                       fit_temperature, platt, sigmoid, threshold_for_best_f1)
+                                       fit_temperature, pixel_threshold, platt, sigmoid)
     from forensics.model_card import NATIVE_TILES
     from forensics.training import find_image_mask_pairs, fingerprint_samples
     from forensics.training.evaluation import segmenter_outputs
@@ -138,8 +142,10 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     logits, labels = np.concatenate(outputs.pixel_logits), np.concatenate(outputs.pixel_labels).astype(float)
     temperature = fit_temperature(logits, labels)
     card = predictor.card
-    thresholds = {**card.thresholds, "pixel": threshold_for_best_f1(sigmoid(logits, temperature), labels)}
     has_mask = np.array(outputs.has_mask)
+    authentic = np.concatenate([np.full(len(samples), not manipulated) for samples, manipulated in zip(outputs.pixel_logits, has_mask)])
+    pixel, pixel_report = pixel_threshold(sigmoid(logits, temperature), labels, authentic, args.target_pixel_fpr)
+    thresholds = {**card.thresholds, "pixel": pixel}
     score_calibration, image_report = dict(card.score_calibration), {}
     if (~has_mask).any() and has_mask.any():
         raw = outputs.manipulation_scores(temperature)
@@ -155,6 +161,7 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     report = {
         "temperature": temperature, "thresholds": thresholds, "target_fpr": args.target_fpr,
         "pixel_nll_before": binary_nll(logits, labels, card.temperature), "pixel_nll_after": binary_nll(logits, labels, temperature),
+        "pixel_threshold": pixel_report,
         **image_report, "data": str(args.data), "data_fingerprint": fingerprint_samples(pairs),
     }
     card = card.replace(temperature=temperature, thresholds=thresholds, score_calibration=score_calibration,

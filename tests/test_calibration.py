@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from forensics.calibration import binary_nll, fit_temperature, sigmoid, threshold_at_fpr, threshold_for_best_f1
+from forensics.calibration import (binary_nll, fit_temperature, pixel_threshold, sigmoid, threshold_at_fpr,
+                                   threshold_for_best_f1)
 from forensics.checkpoint import read_card, save_checkpoint
 from forensics.model_card import default_classifier_card, default_segmenter_card
 from forensics.models import build_model
@@ -49,6 +50,37 @@ def test_threshold_at_fpr_keeps_the_false_positive_rate_at_or_below_target():
 def test_threshold_for_best_f1_picks_the_separating_cut():
     scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
     assert 0.3 < threshold_for_best_f1(scores, np.array([0, 0, 0, 1, 1])) <= 0.8
+
+
+def _pixels_whose_best_f1_threshold_marks_authentic_images():
+    """Manipulated pixels score 0.3-1, the rest of manipulated images below 0.3; 3 % of authentic images' pixels
+    score 0.3-0.7 (textures a segmenter mistakes), so the best-F1 cut (0.3) marks 3 % of authentic pixels."""
+    rng = np.random.default_rng(0)
+    manipulated = rng.uniform(0.3, 1.0, 1000)
+    background = rng.uniform(0.0, 0.3, 3000)
+    authentic = np.where(rng.random(6000) < 0.03, rng.uniform(0.3, 0.7, 6000), rng.uniform(0.0, 0.3, 6000))
+    scores = np.concatenate([manipulated, background, authentic])
+    labels = np.concatenate([np.ones(1000), np.zeros(9000)]).astype(bool)
+    from_authentic_images = np.concatenate([np.zeros(4000), np.ones(6000)]).astype(bool)
+    return scores, labels, from_authentic_images
+
+
+def test_pixel_threshold_is_the_best_f1_among_thresholds_that_keep_authentic_pixels_under_the_target():
+    scores, labels, authentic = _pixels_whose_best_f1_threshold_marks_authentic_images()
+    best_f1_threshold = threshold_for_best_f1(scores, labels)
+    assert np.mean(scores[authentic] >= best_f1_threshold) > 0.01  # best F1 alone marks too much of authentic images
+    chosen, report = pixel_threshold(scores, labels, authentic, target_pixel_fpr=0.01)
+    assert chosen > best_f1_threshold
+    assert np.mean(scores[authentic] >= chosen) <= 0.01 and report["authentic_pixels_marked"] <= 0.01
+    assert np.mean(scores[authentic] >= chosen - 0.05) > 0.01  # the lowest candidate that keeps to the target
+    assert report["best_f1_threshold"] == best_f1_threshold and report["pixel_f1"] <= report["best_f1"]
+
+
+def test_pixel_threshold_is_the_best_f1_one_without_authentic_images_or_with_target_one():
+    scores, labels, authentic = _pixels_whose_best_f1_threshold_marks_authentic_images()
+    best_f1_threshold = threshold_for_best_f1(scores, labels)
+    assert pixel_threshold(scores, labels, np.zeros_like(authentic), 0.01)[0] == best_f1_threshold
+    assert pixel_threshold(scores, labels, authentic, 1.0)[0] == best_f1_threshold
 
 
 def _run_job(module, argv):
@@ -100,6 +132,8 @@ def test_calibrate_segmenter_sets_pixel_and_manipulated_thresholds(random_checkp
                                 str(random_checkpoints["folder"] / "forgery"), "--output-checkpoint", str(target)]) == 0
     card = read_card(target)
     assert {"pixel", "manipulated"} <= set(card.thresholds) and "calibration" in card.metrics
+    rule = card.metrics["calibration"]["pixel_threshold"]  # the forgery set has authentic images: the target applies
+    assert rule["target_pixel_fpr"] == 0.01 and (rule["authentic_pixels_marked"] <= 0.01 or card.thresholds["pixel"] == 0.95)
 
 
 def test_evaluate_job_writes_metrics_and_pictures(random_checkpoints, tmp_path):
