@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    f"e.g. 0.5 (default {settings.augment.manipulated_window_probability})")
     optimisation.add_argument("--target-fpr", type=float, default=settings.target_fpr,
                               help="false-positive rate for the card's thresholds")
+    optimisation.add_argument("--target-pixel-fpr", type=float, default=settings.target_pixel_fpr,
+                              help="segmenter: share of authentic pixels the card's pixel threshold may mark "
+                                   f"(default {settings.target_pixel_fpr}; 1 = the best-F1 threshold)")
     optimisation.add_argument("--seed", type=int, default=settings.seed)
     cluster = parser.add_argument_group("Ray Train")
     cluster.add_argument("--num-workers", type=int, default=1,
@@ -170,7 +173,7 @@ def _settings(args):
     return TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         warmup_fraction=args.warmup_fraction, gradient_clip=args.gradient_clip, seed=args.seed, threads=args.threads,
-        loader_workers=args.loader_workers, target_fpr=args.target_fpr, backbone_weights=backbone_weights,
+        loader_workers=args.loader_workers, target_fpr=args.target_fpr, target_pixel_fpr=args.target_pixel_fpr, backbone_weights=backbone_weights,
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(**(
             {} if args.manipulated_windows is None else {"manipulated_window_probability": args.manipulated_windows})),
     )

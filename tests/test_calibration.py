@@ -83,6 +83,22 @@ def test_pixel_threshold_is_the_best_f1_one_without_authentic_images_or_with_tar
     assert pixel_threshold(scores, labels, authentic, 1.0)[0] == best_f1_threshold
 
 
+def test_training_fits_the_pixel_threshold_by_the_same_rule_as_calibrate():
+    from forensics.training import calibrate_card
+
+    scores, labels, authentic = _pixels_whose_best_f1_threshold_marks_authentic_images()
+    logits = np.log(scores / (1 - scores)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    validation = {"logits": logits, "labels": labels.astype(np.float32), "from_authentic": authentic,
+                  "top_logits": rng.normal(0, 1, (20, 4)).astype(np.float32), "has_mask": np.arange(20) % 2 == 0}
+    card = default_segmenter_card((64, 64))
+    trained = calibrate_card(card, validation, target_fpr=0.05, target_pixel_fpr=0.01)
+    expected, _ = pixel_threshold(sigmoid(logits, trained.temperature), labels, authentic, 0.01)
+    assert trained.thresholds["pixel"] == expected
+    best_f1_alone = calibrate_card(card, validation, target_fpr=0.05, target_pixel_fpr=1.0)
+    assert best_f1_alone.thresholds["pixel"] < trained.thresholds["pixel"]
+
+
 def _run_job(module, argv):
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)

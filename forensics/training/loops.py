@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from forensics.calibration import DEFAULT_TARGET_FPR, decision_threshold, fit_temperature, sigmoid, threshold_for_best_f1
+from forensics.calibration import (DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR, decision_threshold, fit_temperature,
+                                   pixel_threshold, sigmoid)
 from forensics.masks import manipulation_score
 from forensics.metrics import PixelCounts, class_metrics, classification_metrics
 from forensics.model_card import CLASSIFIER, ModelCard
@@ -47,6 +48,7 @@ class TrainSettings:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     loader_workers: int = 0
     target_fpr: float = DEFAULT_TARGET_FPR
+    target_pixel_fpr: float = DEFAULT_TARGET_PIXEL_FPR  # segmenter: share of authentic pixels the pixel threshold may mark
     backbone_weights: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -291,7 +293,7 @@ def train_model(
     best_model = build_model(card)
     best_model.load_state_dict(best_state)
     best_epoch = max(history, key=lambda r: _selection_key(r, is_classifier))
-    calibrated = calibrate_card(card, best_validation, settings.target_fpr)
+    calibrated = calibrate_card(card, best_validation, settings.target_fpr, settings.target_pixel_fpr)
     # Wall-clock seconds stay in the history (history.json), out of the card: a card is reproducible, a timing is not.
     metrics = {"best_epoch": best_epoch["epoch"], "validation_at_best_epoch": {k: v for k, v in best_epoch.items() if k != "seconds"}}
     metrics.update(_calibrated_metrics(calibrated, best_validation))
@@ -340,7 +342,7 @@ def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: 
     model.eval()
     rng = np.random.default_rng(seed)
     loss_sum, count = 0.0, 0
-    logits_out, labels_out, top_logits, has_mask = [], [], [], []
+    logits_out, labels_out, top_logits, has_mask, from_authentic = [], [], [], [], []
     counts = np.zeros(4, dtype=np.int64)  # tp, fp, fn, tn at probability 0.5
     for pixels, targets in loader:
         with _autocast(context.device):
@@ -372,6 +374,7 @@ def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: 
             labels_out.append(image_truth[chosen].astype(np.float32))
             top_logits.append(np.partition(image_logits, image_logits.size - k)[image_logits.size - k :])
             has_mask.append(bool(image_truth.any()))
+            from_authentic.append(np.full(len(chosen), not image_truth.any()))
     loss_sum, count = float(gather(np.array([loss_sum]))[...].sum()), int(gather(np.array([count])).sum())
     validation = {
         "valid_loss": np.array(loss_sum / max(1, count)),
@@ -382,6 +385,7 @@ def _validate(model, loader, card, context, loss_of, is_classifier: bool, seed: 
         validation["pixel_counts"] = gather(counts[None]).sum(0)
         validation["top_logits"] = gather(np.stack(top_logits) if top_logits else np.zeros((0, 1), np.float32))
         validation["has_mask"] = gather(np.array(has_mask, dtype=bool))
+        validation["from_authentic"] = gather(np.concatenate(from_authentic) if from_authentic else np.zeros(0, bool))
         if num_classes:
             validation["class_stats"] = gather(class_stats[None]).sum(0)
             validation["class_confusion"] = gather(confusion[None]).sum(0)
@@ -406,7 +410,8 @@ def _epoch_metrics(validation: dict[str, np.ndarray], is_classifier: bool, class
     return row
 
 
-def calibrate_card(card: ModelCard, validation: dict[str, np.ndarray], target_fpr: float) -> ModelCard:
+def calibrate_card(card: ModelCard, validation: dict[str, np.ndarray], target_fpr: float,
+                   target_pixel_fpr: float = DEFAULT_TARGET_PIXEL_FPR) -> ModelCard:
     """Temperature and thresholds fitted on validation outputs, written into a copy of the card.
 
     With only one class in the validation outputs there is nothing to fit: the card is returned as is.
@@ -421,7 +426,9 @@ def calibrate_card(card: ModelCard, validation: dict[str, np.ndarray], target_fp
     if card.kind == CLASSIFIER:
         thresholds = {"ai_generated": decision_threshold(probabilities, validation["labels"], target_fpr)}
         return card.replace(temperature=temperature, thresholds=thresholds)
-    thresholds = {"pixel": threshold_for_best_f1(probabilities, validation["labels"]), "manipulated": card.threshold("manipulated")}
+    authentic = validation.get("from_authentic", np.zeros(len(probabilities), bool))  # samples of windows with nothing manipulated
+    pixel, _rule = pixel_threshold(probabilities, validation["labels"], authentic, target_pixel_fpr)
+    thresholds = {"pixel": pixel, "manipulated": card.threshold("manipulated")}
     scores = image_manipulation_scores(validation["top_logits"], temperature)
     if (~validation["has_mask"]).any():
         thresholds["manipulated"] = decision_threshold(scores, validation["has_mask"], target_fpr)
