@@ -1,11 +1,13 @@
 """What native-resolution analysis costs per megapixel, against the triage view, on this machine.
 
 For a few image sizes, times the shipped models through the scan's forensics path
-(decode_image, the cards' views, stitched tiles) and a bare tiled loop (the same
-tiles stacked and pushed through the segmenter, nothing else), and reports
-images/s, tiles/s and seconds per megapixel. A benchmark: it reports, it never asserts.
+(decode_image, the cards' views, stitched tiles) in native and triage analysis, and
+native analysis with a coarse pass added (a card's `coarse_short_side`), beside a bare
+tiled loop (the same tiles stacked and pushed through the segmenter, nothing else), and
+reports images/s, tiles/s and seconds per megapixel. A benchmark: it reports, it never asserts.
 
-    python -m bench.tiling_cost [--sizes 512x384,1024x768,2048x1536] [--threads 1] [--output bench/results/tiling_cost.json]
+    python -m bench.tiling_cost [--sizes 512x384,1024x768,2048x1536] [--threads 1] [--coarse-short-side 256]
+                                [--output bench/results/tiling_cost.json]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _time(function, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def measure(width: int, height: int, repeats: int) -> dict:
+def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -> dict:
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
@@ -51,9 +53,10 @@ def measure(width: int, height: int, repeats: int) -> dict:
     data = _photo_like(width, height, seed=width)
     result = {"width": width, "height": height, "megapixels": round(width * height / 1e6, 3)}
     native_card = segmenter.card
-    for analysis in ("native", "triage"):
-        c_card = classifier.card if analysis == "native" else classifier.card.for_triage()
-        s_card = segmenter.card if analysis == "native" else segmenter.card.for_triage()
+    views = {"native": (classifier.card, native_card), "triage": (classifier.card.for_triage(), native_card.for_triage())}
+    if coarse_short_side and native_card.resize_mode == "native_tiles":  # what a card's coarse pass would add
+        views[f"native_with_coarse_pass_{coarse_short_side}"] = (classifier.card, native_card.replace(coarse_short_side=coarse_short_side))
+    for analysis, (c_card, s_card) in views.items():
 
         def one_image():
             classifier.card, segmenter.card = c_card, s_card
@@ -64,6 +67,9 @@ def measure(width: int, height: int, repeats: int) -> dict:
 
         seconds = _time(one_image, repeats)
         tiles = count_tiles(height, width, s_card.input_size[0], s_card.tile_overlap) if s_card.resize_mode == "native_tiles" else 1
+        if s_card.coarse_short_side and min(height, width) > s_card.coarse_short_side:  # the coarse pass's own tiles
+            factor = s_card.coarse_short_side / min(height, width)
+            tiles += count_tiles(round(height * factor), round(width * factor), s_card.input_size[0], s_card.tile_overlap)
         result[analysis] = {"seconds_per_image": round(seconds, 3), "seconds_per_megapixel": round(seconds / result["megapixels"], 3),
                             "segmenter_inputs": tiles, "tiles_per_s": round(tiles / seconds, 2)}
     card = segmenter.card = native_card
@@ -89,6 +95,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="512x384,1024x768,2048x1536")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one model actor per core)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--coarse-short-side", type=int, default=256,
+                        help="also time native analysis with a coarse pass at this short side (a card's coarse_short_side; 0 = skip)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/tiling_cost.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,7 +108,7 @@ def main() -> None:
         "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": args.threads},
         "cards": {kind: {k: getattr(read_card(bundled_checkpoint(kind)), k) for k in ("version", "input_size", "resize_mode", "crops", "tile_overlap", "max_tiles", "coarse_short_side")}
                   for kind in ("classifier", "segmenter")},
-        "sizes": [measure(width, height, args.repeats) for width, height in sizes],
+        "sizes": [measure(width, height, args.repeats, args.coarse_short_side) for width, height in sizes],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=list) + "\n")
