@@ -104,8 +104,7 @@ def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarra
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).astype(bool).ravel()
     authentic = np.asarray(authentic).astype(bool).ravel()
-    if not 0.0 <= target_pixel_fpr <= 1.0:
-        raise ValueError(f"--target-pixel-fpr must be in [0, 1], got {target_pixel_fpr}.")
+    check_target_pixel_fpr(target_pixel_fpr)
     candidates = np.linspace(0.05, 0.95, 19)
     best_f1_threshold = threshold_for_best_f1(scores, labels, candidates)
     if authentic.any() and target_pixel_fpr < 1.0:
@@ -119,6 +118,12 @@ def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarra
     if authentic.any():
         report["authentic_pixels_marked"] = float(np.mean(scores[authentic] >= chosen))
     return chosen, report
+
+
+def check_target_pixel_fpr(target_pixel_fpr: float) -> None:
+    """Refuse a --target-pixel-fpr outside [0, 1] before any work is done."""
+    if not 0.0 <= target_pixel_fpr <= 1.0:
+        raise ValueError(f"--target-pixel-fpr is a share of pixels in [0, 1] (0.01 = 1 %), got {target_pixel_fpr}.")
 
 
 def _f1(predicted: np.ndarray, labels: np.ndarray) -> float:

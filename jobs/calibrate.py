@@ -53,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from forensics.checkpoint import CheckpointError, update_card
     from forensics.training import DatasetError
 
+    from forensics.calibration import check_target_pixel_fpr
+
+    try:
+        check_target_pixel_fpr(args.target_pixel_fpr)
+    except ValueError as error:
+        print(f"forgescan calibrate: {error}", file=sys.stderr)
+        return 2
     if args.model == "classifier" and args.coarse_short_side is not None:
         print("forgescan calibrate: --coarse-short-side is a segmenter setting; drop it when calibrating the classifier.",
               file=sys.stderr)

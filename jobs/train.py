@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from forensics.training import DatasetError
 
     try:
+        _settings(args)  # a bad setting fails here, before any data is read
         if args.model == "classifier":
             summary = train_classifier(args)
         else:

@@ -195,6 +195,17 @@ def test_calibrate_segmenter_fits_on_the_two_scale_maps_and_writes_the_coarse_pa
     assert before["48"] != pytest.approx(before["0"], abs=1e-6)  # fitted on different maps
 
 
+def test_calibrate_and_train_refuse_a_target_pixel_fpr_outside_zero_to_one_before_reading_data(random_checkpoints, tmp_path, capsys):
+    from jobs import calibrate, train
+
+    assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["segmenter"]), "--data",
+                                str(tmp_path / "missing"), "--target-pixel-fpr", "5"]) == 2
+    assert "--target-pixel-fpr is a share of pixels in [0, 1]" in capsys.readouterr().err  # not the missing data
+    assert _run_job(train, ["segmenter", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "out"),
+                            "--target-pixel-fpr", "-0.1"]) == 2
+    assert "--target-pixel-fpr is a share of pixels in [0, 1]" in capsys.readouterr().err
+
+
 def test_calibrate_refuses_a_coarse_pass_for_the_classifier_and_for_a_thumbnail_segmenter(random_checkpoints, capsys):
     from jobs import calibrate
 

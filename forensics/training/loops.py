@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from forensics.calibration import (DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR, decision_threshold, fit_temperature,
-                                   pixel_threshold, sigmoid)
+from forensics.calibration import (DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR, check_target_pixel_fpr, decision_threshold,
+                                   fit_temperature, pixel_threshold, sigmoid)
 from forensics.masks import manipulation_score
 from forensics.metrics import PixelCounts, class_metrics, classification_metrics
 from forensics.model_card import CLASSIFIER, ModelCard
@@ -51,6 +51,9 @@ class TrainSettings:
     target_pixel_fpr: float = DEFAULT_TARGET_PIXEL_FPR  # segmenter: share of authentic pixels the pixel threshold may mark
     backbone_weights: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_target_pixel_fpr(self.target_pixel_fpr)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
