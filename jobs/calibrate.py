@@ -50,10 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from forensics import code_version
+    from forensics.calibration import check_target_pixel_fpr
     from forensics.checkpoint import CheckpointError, update_card
     from forensics.training import DatasetError
-
-    from forensics.calibration import check_target_pixel_fpr
 
     try:
         check_target_pixel_fpr(args.target_pixel_fpr)
