@@ -13,8 +13,9 @@ what a scan of this archive would write. A check that reports; it never asserts.
 Beside the JSON it draws, for an authentic and a spliced image of each
 photograph, the image, the true mask, P(manipulated) and the predicted mask
 (same name, `.jpg`). Each spliced row also says how it was made (resample
-factor, edge blur, JPEG quality, region share) and its own pixel F1, so that
-the splices a segmenter misses can be told apart.
+factor, edge blur, JPEG quality, region share), its own pixel F1, and how it
+stands out in its own map whatever the threshold (splice_visibility), so that
+the splices a segmenter misses can be told apart: unseen, or seen too weakly.
 
 `--photographs heldout` builds the same archive from scikit-image's held-out
 photographs instead (forensics.synthetic.HELD_OUT_PHOTOS): the check to
@@ -167,18 +168,34 @@ def image_pixel_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
     return own.f1
 
 
+def splice_visibility(probabilities: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How one splice stands out in its own P(manipulated) map, whatever the threshold: the ROC-AUC of its pixels
+    against the image's untouched ones (1 = every spliced pixel above every untouched one, 0.5 = unseen), their
+    mean probability, and the probability that 1 % of the untouched pixels exceed."""
+    from sklearn.metrics import roc_auc_score
+
+    return {"pixel_roc_auc": float(roc_auc_score(truth.ravel(), probabilities.ravel())),
+            "mean_probability_inside": float(probabilities[truth].mean()),
+            "untouched_top_1_percent_probability": float(np.quantile(probabilities[~truth], 0.99))}
+
+
+VISIBILITY = ("pixel_roc_auc", "mean_probability_inside", "untouched_top_1_percent_probability")
+
+
 def splice_breakdown(rows: list[dict]) -> dict:
     """For each way of making a splice (SPLICE_BINS), per bin: splices, how many are missed (own pixel F1 below
-    MISSED_F1) and their mean own pixel F1."""
+    MISSED_F1), their mean own pixel F1, and the median of each splice_visibility figure."""
     spliced = [row for row in rows if row["kind"] == "spliced"]
     breakdown = {}
     for key, edges in SPLICE_BINS.items():
         bins = {}
         for low, high in zip(edges[:-1], edges[1:]):
-            f1 = [row["pixel_f1"] for row in spliced if low <= row[key] < high or (high == edges[-1] and row[key] == high)]
-            if f1:
+            members = [row for row in spliced if low <= row[key] < high or (high == edges[-1] and row[key] == high)]
+            if members:
+                f1 = [row["pixel_f1"] for row in members]
                 bins[f"{low}-{high}"] = {"splices": len(f1), "missed": int(sum(v < MISSED_F1 for v in f1)),
-                                         "mean_pixel_f1": float(np.mean(f1))}
+                                         "mean_pixel_f1": float(np.mean(f1)),
+                                         **{f"median_{name}": float(np.median([row[name] for row in members])) for name in VISIBILITY}}
         breakdown[key] = bins
     return breakdown
 
@@ -213,8 +230,9 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
         row = {"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
                "flagged_pixel_share": float(predicted.mean())}
-        if item["kind"] == "spliced":  # how it was made, and how much of it the mask finds
-            row |= {"pixel_f1": image_pixel_f1(predicted, item["mask"]), **item["details"]}
+        if item["kind"] == "spliced":  # how it was made, how much of it the mask finds, and how the map sees it
+            row |= {"pixel_f1": image_pixel_f1(predicted, item["mask"]), **splice_visibility(manipulated, item["mask"]),
+                    **item["details"]}
         rows.append(row)
         if item["kind"] != "generated" and (item["photo"], item["kind"]) not in shown:  # one of each per photograph
             shown.add((item["photo"], item["kind"]))
