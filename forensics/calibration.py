@@ -89,6 +89,18 @@ def threshold_for_best_f1(scores: np.ndarray, labels: np.ndarray, candidates: np
 
 
 DEFAULT_TARGET_PIXEL_FPR = 0.01  # share of an authentic image's pixels the pixel threshold may mark unless told otherwise
+PIXEL_THRESHOLD_CANDIDATES = np.linspace(0.05, 0.95, 19)  # the pixel thresholds calibration chooses among
+
+
+def pixel_threshold_curve(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarray) -> list[dict[str, float]]:
+    """At each candidate pixel threshold: pixel F1, and the share of authentic images' pixels marked (None
+    without authentic samples): the trade pixel_threshold chooses on, for a picture of it."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    authentic = np.asarray(authentic).astype(bool).ravel()
+    return [{"threshold": round(float(cut), 6), "pixel_f1": _f1(scores >= cut, labels),
+             "authentic_pixels_marked": float(np.mean(scores[authentic] >= cut)) if authentic.any() else None}
+            for cut in PIXEL_THRESHOLD_CANDIDATES]
 
 
 def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarray,
@@ -105,10 +117,10 @@ def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarra
     labels = np.asarray(labels).astype(bool).ravel()
     authentic = np.asarray(authentic).astype(bool).ravel()
     check_target_pixel_fpr(target_pixel_fpr)
-    candidates = np.linspace(0.05, 0.95, 19)
+    candidates = PIXEL_THRESHOLD_CANDIDATES
     best_f1_threshold = threshold_for_best_f1(scores, labels, candidates)
     if authentic.any() and target_pixel_fpr < 1.0:
-        marked = np.array([np.mean(scores[authentic] >= cut) for cut in candidates])
+        marked = np.array([row["authentic_pixels_marked"] for row in pixel_threshold_curve(scores, labels, authentic)])
         allowed = candidates[marked <= target_pixel_fpr]
         chosen = threshold_for_best_f1(scores, labels, allowed) if allowed.size else float(candidates[-1])
     else:

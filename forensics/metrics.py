@@ -187,6 +187,27 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str 
     return _save(figure, path)
 
 
+def plot_pixel_threshold_curve(curve: list[dict], path: str | Path, chosen: float, title: str = "Pixel threshold") -> Path:
+    """Pixel F1 and the share of authentic images' pixels marked against the pixel threshold
+    (forensics.calibration.pixel_threshold_curve), the card's threshold marked."""
+    plt = _pyplot()
+    figure, f1_axes = plt.subplots(figsize=(5.6, 3.8))
+    thresholds = [row["threshold"] for row in curve]
+    f1_axes.plot(thresholds, [row["pixel_f1"] for row in curve], marker=".", color="tab:blue", label="pixel F1")
+    f1_axes.set_xlabel("pixel threshold")
+    f1_axes.set_ylabel("pixel F1", color="tab:blue")
+    marked = [row["authentic_pixels_marked"] for row in curve]
+    if all(value is not None for value in marked):
+        marked_axes = f1_axes.twinx()
+        marked_axes.plot(thresholds, [100 * value for value in marked], marker=".", color="tab:red")
+        marked_axes.set_ylabel("authentic pixels marked (%)", color="tab:red")
+        marked_axes.set_yscale("symlog", linthresh=1)
+    f1_axes.axvline(chosen, color="grey", linestyle="--", linewidth=0.8, label=f"the card's threshold {chosen:g}")
+    f1_axes.set_title(title, fontsize=8)
+    f1_axes.legend(loc="lower left", fontsize=7)
+    return _save(figure, path)
+
+
 def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Equal-width bins of P(positive): per bin, the mean predicted probability, the observed positive rate
     and the count (empty bins are left out). A calibrated model has rate == mean in every bin."""

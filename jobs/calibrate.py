@@ -149,8 +149,7 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     temperature = fit_temperature(logits, labels)
     card = predictor.card
     has_mask = np.array(outputs.has_mask)
-    authentic = np.concatenate([np.full(len(samples), not manipulated) for samples, manipulated in zip(outputs.pixel_logits, has_mask)])
-    pixel, pixel_report = pixel_threshold(sigmoid(logits, temperature), labels, authentic, args.target_pixel_fpr)
+    pixel, pixel_report = pixel_threshold(sigmoid(logits, temperature), labels, outputs.authentic_samples(), args.target_pixel_fpr)
     thresholds = {**card.thresholds, "pixel": pixel}
     score_calibration, image_report = dict(card.score_calibration), {}
     if (~has_mask).any() and has_mask.any():

@@ -360,6 +360,7 @@ def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, 
         plot_confusion_matrix(row_fractions(outputs.class_confusion), output / "class_confusion_matrix.png",
                               class_names=card.class_names, title="Pixel classes (share of each true class)")
     plot_mask_examples(outputs.examples, output / "mask_examples.png", card.threshold("pixel"), f"Segmenter {card.version}")
+    summary["pixel_threshold_curve"] = _pixel_threshold_curve(outputs, card, output / "pixel_threshold_curve.png")
     families = _families_if_recorded(args.data, pairs, required=bool(args.leave_one_out))
     if families is not None and has_mask.any() and not has_mask.all():
         from forensics.training.evaluation import segmenter_family_metrics
@@ -369,6 +370,18 @@ def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, 
             summary["leave_one_family_out"] = segmenter_leave_one_family_out(args, pairs, families, summary["per_family"])
     (output / "report.md").write_text(segmenter_report(summary))
     return summary
+
+
+def _pixel_threshold_curve(outputs, card, path: Path) -> dict[str, Any]:
+    """What each pixel threshold would give on this set (the pixel samples calibration fits on, at the model's
+    resolution), drawn with the card's threshold: the trade `forgescan calibrate --target-pixel-fpr` chooses on."""
+    from forensics.calibration import pixel_threshold_curve, sigmoid
+    from forensics.metrics import plot_pixel_threshold_curve
+
+    logits, labels = np.concatenate(outputs.pixel_logits), np.concatenate(outputs.pixel_labels)
+    curve = pixel_threshold_curve(sigmoid(logits, card.temperature), labels, outputs.authentic_samples())
+    plot_pixel_threshold_curve(curve, path, card.threshold("pixel"), f"{card.version}\npixel F1 and authentic pixels marked (pixel samples)")
+    return {"resolution": "model resolution, sampled pixels (as calibration sees them)", "rows": curve}
 
 
 def _families_if_recorded(data: str, pairs, required: bool) -> list[tuple[str, ...]] | None:

@@ -166,7 +166,11 @@ def test_evaluate_job_writes_metrics_and_pictures(random_checkpoints, tmp_path):
                                "--data", str(folder / "forgery"), "--output", str(tmp_path / "s")]) == 0
     summary = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert {"pixel_f1", "pixel_iou", "all_one_mask_f1"} <= set(summary["pixel"])
-    assert (tmp_path / "s" / "mask_examples.png").exists()
+    assert (tmp_path / "s" / "mask_examples.png").exists() and (tmp_path / "s" / "pixel_threshold_curve.png").exists()
+    curve = summary["pixel_threshold_curve"]["rows"]  # the forgery set has authentic images: both figures per threshold
+    assert len(curve) == 19 and all(0 <= row["pixel_f1"] <= 1 and 0 <= row["authentic_pixels_marked"] <= 1 for row in curve)
+    marked = [row["authentic_pixels_marked"] for row in curve]
+    assert marked == sorted(marked, reverse=True)  # a higher threshold never marks more
 
 
 def test_calibrate_refuses_a_checkpoint_of_the_other_kind(random_checkpoints, capsys):

@@ -67,6 +67,12 @@ class SegmenterOutputs:
     # (forensics.masks.class_index_map at the card's pixel threshold); None for a binary segmenter.
     class_confusion: np.ndarray | None = None
 
+    def authentic_samples(self) -> np.ndarray:
+        """Per pixel sample (concatenated as pixel_logits): True where its image has nothing manipulated, the
+        samples forensics.calibration.pixel_threshold counts as false alarms on authentic photographs."""
+        return np.concatenate([np.full(len(samples), not manipulated)
+                               for samples, manipulated in zip(self.pixel_logits, self.has_mask)])
+
     def manipulation_scores(self, temperature: float, score_calibration: dict | None = None) -> np.ndarray:
         """Image-level scores as the scan computes them: the raw top-1% mean of the pixel map, then the
         card's Platt scaling when `score_calibration` is given (SegmenterPredictor.image_score)."""
