@@ -71,25 +71,21 @@ def decision_threshold(scores: np.ndarray, labels: np.ndarray, target_fpr: float
     return max(threshold_at_fpr(scores, labels, target_fpr), floor)
 
 
+DEFAULT_TARGET_PIXEL_FPR = 0.01  # share of an authentic image's pixels the pixel threshold may mark unless told otherwise
+PIXEL_THRESHOLD_CANDIDATES = np.linspace(0.05, 0.95, 19)  # the pixel thresholds calibration chooses among
+
+
 def threshold_for_best_f1(scores: np.ndarray, labels: np.ndarray, candidates: np.ndarray | None = None) -> float:
-    """The candidate threshold with the highest F1 (used for the per-pixel threshold)."""
+    """The candidate threshold with the highest F1, the lowest of equals (used for the per-pixel threshold)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).astype(bool).ravel()
-    candidates = np.linspace(0.05, 0.95, 19) if candidates is None else np.asarray(candidates)
+    candidates = PIXEL_THRESHOLD_CANDIDATES if candidates is None else np.asarray(candidates)
     best, best_f1 = 0.5, -1.0
-    positives = labels.sum()
     for threshold in candidates:
-        predicted = scores >= threshold
-        true_positive = np.count_nonzero(predicted & labels)
-        denominator = predicted.sum() + positives
-        f1 = 2 * true_positive / denominator if denominator else 0.0
+        f1 = _f1(scores >= threshold, labels)
         if f1 > best_f1:
             best, best_f1 = round(float(threshold), 6), f1
     return best
-
-
-DEFAULT_TARGET_PIXEL_FPR = 0.01  # share of an authentic image's pixels the pixel threshold may mark unless told otherwise
-PIXEL_THRESHOLD_CANDIDATES = np.linspace(0.05, 0.95, 19)  # the pixel thresholds calibration chooses among
 
 
 def pixel_threshold_curve(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarray) -> list[dict[str, float]]:
@@ -105,7 +101,7 @@ def pixel_threshold_curve(scores: np.ndarray, labels: np.ndarray, authentic: np.
 
 def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarray,
                     target_pixel_fpr: float = DEFAULT_TARGET_PIXEL_FPR) -> tuple[float, dict[str, float]]:
-    """The segmenter's pixel threshold and how it was chosen: the best-F1 candidate (threshold_for_best_f1)
+    """The segmenter's pixel threshold and how it was chosen: the best-F1 candidate (pixel_threshold_curve)
     among those that mark at most `target_pixel_fpr` of the pixels of authentic images.
 
     `authentic` flags the samples that come from images with nothing manipulated. Pixel F1 is flat over a
@@ -113,23 +109,19 @@ def pixel_threshold(scores: np.ndarray, labels: np.ndarray, authentic: np.ndarra
     archive is mostly authentic photographs: among thresholds of about the same F1, the false alarms on
     authentic photographs decide. With no authentic samples, or target 1, it is the best-F1 threshold.
     """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).astype(bool).ravel()
-    authentic = np.asarray(authentic).astype(bool).ravel()
     check_target_pixel_fpr(target_pixel_fpr)
-    candidates = PIXEL_THRESHOLD_CANDIDATES
-    best_f1_threshold = threshold_for_best_f1(scores, labels, candidates)
-    if authentic.any() and target_pixel_fpr < 1.0:
-        marked = np.array([row["authentic_pixels_marked"] for row in pixel_threshold_curve(scores, labels, authentic)])
-        allowed = candidates[marked <= target_pixel_fpr]
-        chosen = threshold_for_best_f1(scores, labels, allowed) if allowed.size else float(candidates[-1])
-    else:
-        chosen = best_f1_threshold
-    report = {"target_pixel_fpr": target_pixel_fpr, "pixel_f1": _f1(scores >= chosen, labels),
-              "best_f1_threshold": best_f1_threshold, "best_f1": _f1(scores >= best_f1_threshold, labels)}
-    if authentic.any():
-        report["authentic_pixels_marked"] = float(np.mean(scores[authentic] >= chosen))
-    return chosen, report
+    curve = pixel_threshold_curve(scores, labels, authentic)
+    best = max(curve, key=lambda row: row["pixel_f1"])  # the first, lowest, of equal F1s, as threshold_for_best_f1
+    has_authentic = curve[0]["authentic_pixels_marked"] is not None
+    chosen = best
+    if has_authentic and target_pixel_fpr < 1.0:
+        allowed = [row for row in curve if row["authentic_pixels_marked"] <= target_pixel_fpr]
+        chosen = max(allowed, key=lambda row: row["pixel_f1"]) if allowed else curve[-1]
+    report = {"target_pixel_fpr": target_pixel_fpr, "pixel_f1": chosen["pixel_f1"],
+              "best_f1_threshold": best["threshold"], "best_f1": best["pixel_f1"]}
+    if has_authentic:
+        report["authentic_pixels_marked"] = chosen["authentic_pixels_marked"]
+    return chosen["threshold"], report
 
 
 def check_target_pixel_fpr(target_pixel_fpr: float) -> None:
