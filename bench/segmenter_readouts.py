@@ -132,7 +132,7 @@ def _score_scales(segmenter, archive: list[dict], threshold: float) -> tuple[dic
 
     from forensics.decode import decode_image
     from forensics.inference import segmenter_logit_maps
-    from forensics.masks import manipulation_score, upsample_probabilities
+    from forensics.masks import manipulated_probabilities, manipulation_score, upsample_probabilities
     from forensics.metrics import PixelCounts
     from forensics.tiling import coarse_view, mean_of_scales
 
@@ -146,11 +146,12 @@ def _score_scales(segmenter, archive: list[dict], threshold: float) -> tuple[dic
         height, width = decoded.height, decoded.width
         view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
         native_logits = next(segmenter_logit_maps(segmenter, [view], class_maps=True))
-        aggregate_rows.append(aggregates(_probabilities(segmenter, native_logits, class_maps=True), threshold))
+        aggregate_rows.append(aggregates(segmenter.probabilities(native_logits), threshold))
         small = coarse_view(view, TRAINING_SCALE)
         coarse_logits = native_logits if small is None else next(segmenter_logit_maps(segmenter, [small], class_maps=True))
-        native, shrunk, combined = (upsample_probabilities(_probabilities(segmenter, logits), height, width)
-                                    for logits in (native_logits, coarse_logits, mean_of_scales(native_logits, coarse_logits)))
+        native, shrunk, combined = (
+            upsample_probabilities(manipulated_probabilities(segmenter.probabilities(logits)), height, width)
+            for logits in (native_logits, coarse_logits, mean_of_scales(native_logits, coarse_logits)))
         for way, probabilities in zip(ways, (native, shrunk, (native + shrunk) / 2, combined)):
             counts[way].add(probabilities >= threshold, item["mask"])
             for cut in THRESHOLD_GRID:
@@ -170,20 +171,6 @@ def _score_scales(segmenter, archive: list[dict], threshold: float) -> tuple[dic
                        "best_pixel_f1": counts_by_threshold[way][best].f1, "best_pixel_threshold": best,
                        "pixel_f1_by_threshold": {str(cut): counts_by_threshold[way][cut].f1 for cut in THRESHOLD_GRID}}
     return image_level(labels, aggregate_rows), scales
-
-
-def _probabilities(segmenter, class_logits: np.ndarray, class_maps: bool = False) -> np.ndarray:
-    """(C, H, W) class logits -> the card's P(manipulated) map, or with `class_maps` its class probabilities
-    (a binary card: its one P(manipulated) map either way), as SegmenterPredictor.probability_maps gives them."""
-    from scipy.special import expit
-
-    from forensics.masks import class_probabilities, manipulated_probabilities
-
-    card = segmenter.card
-    if not card.is_multiclass:
-        return expit(class_logits[0] / card.temperature).astype(np.float32)
-    probabilities = class_probabilities(class_logits, card.temperature)
-    return probabilities if class_maps else manipulated_probabilities(probabilities)
 
 
 def plot(result: dict, path: Path) -> None:

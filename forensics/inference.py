@@ -169,17 +169,21 @@ class SegmenterPredictor(ModelPredictor):
 
     def probability_maps(self, views):
         """Each view -> its probability map at the view's own size, in order (segmenter_logit_maps, then
-        the card's temperature): (H, W) P(manipulated) for a binary card, (C, H, W) class probabilities
+        probabilities)."""
+        for class_logits in segmenter_logit_maps(self, views, self.tiles_per_batch, class_maps=True):
+            yield self.probabilities(class_logits)
+
+    def probabilities(self, class_logits: np.ndarray) -> np.ndarray:
+        """(C, H, W) class logits (segmenter_logit_maps with class_maps) -> the map with the card's temperature:
+        (H, W) P(manipulated) for a binary card, (C, H, W) class probabilities
         (forensics.masks.class_probabilities) for a multi-class one."""
         from scipy.special import expit
 
         from forensics.masks import class_probabilities
 
-        for logits in segmenter_logit_maps(self, views, self.tiles_per_batch, class_maps=self.card.is_multiclass):
-            if self.card.is_multiclass:
-                yield class_probabilities(logits, self.card.temperature)
-            else:
-                yield expit(logits / self.card.temperature).astype(np.float32)
+        if self.card.is_multiclass:
+            return class_probabilities(class_logits, self.card.temperature)
+        return expit(class_logits[0] / self.card.temperature).astype(np.float32)
 
     def image_score(self, probabilities: np.ndarray) -> float:
         """Calibrated P(image manipulated) from a pixel probability map, (H, W) or (C, H, W) class
