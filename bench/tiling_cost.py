@@ -46,7 +46,7 @@ def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.tiling import count_tiles, cut, tile_grid
+    from forensics.tiling import coarse_size, count_tiles, cut, tile_grid
 
     classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint("classifier"))
     segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint("segmenter"))
@@ -67,9 +67,9 @@ def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -
 
         seconds = _time(one_image, repeats)
         tiles = count_tiles(height, width, s_card.input_size[0], s_card.tile_overlap) if s_card.resize_mode == "native_tiles" else 1
-        if s_card.coarse_short_side and min(height, width) > s_card.coarse_short_side:  # the coarse pass's own tiles
-            factor = s_card.coarse_short_side / min(height, width)
-            tiles += count_tiles(round(height * factor), round(width * factor), s_card.input_size[0], s_card.tile_overlap)
+        coarse = coarse_size(height, width, s_card.coarse_short_side) if s_card.resize_mode == "native_tiles" else None
+        if coarse is not None:  # the coarse pass's own tiles
+            tiles += count_tiles(*coarse, s_card.input_size[0], s_card.tile_overlap)
         result[analysis] = {"seconds_per_image": round(seconds, 3), "seconds_per_megapixel": round(seconds / result["megapixels"], 3),
                             "segmenter_inputs": tiles, "tiles_per_s": round(tiles / seconds, 2)}
     card = segmenter.card = native_card

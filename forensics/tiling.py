@@ -239,15 +239,21 @@ def _empty_map(plan: TilePlan, tiles: int) -> StitchedMap:
     return StitchedMap(plan, pending=tiles)
 
 
-def coarse_view(image: np.ndarray, short_side: int) -> np.ndarray | None:
-    """The (H, W, 3) image shrunk (bilinear, antialiased) so its short side is `short_side`; None when it is
-    no longer than that already, so a coarse pass would only repeat the native one."""
-    height, width = image.shape[:2]
+def coarse_size(height: int, width: int, short_side: int) -> tuple[int, int] | None:
+    """(height, width) of an image shrunk so its short side is `short_side`; None when it is no longer than
+    that already, so a coarse pass would only repeat the native one."""
     if short_side < 1 or min(height, width) <= short_side:
         return None
     factor = short_side / min(height, width)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), dtype=np.uint8)
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def coarse_view(image: np.ndarray, short_side: int) -> np.ndarray | None:
+    """The (H, W, 3) image shrunk (bilinear, antialiased) to coarse_size; None where that is None."""
+    size = coarse_size(image.shape[0], image.shape[1], short_side)
+    if size is None:
+        return None
+    return np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR), dtype=np.uint8)
 
 
 def mean_of_scales(native: np.ndarray, coarse: np.ndarray) -> np.ndarray:
