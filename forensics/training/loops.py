@@ -429,8 +429,8 @@ def calibrate_card(card: ModelCard, validation: dict[str, np.ndarray], target_fp
     if card.kind == CLASSIFIER:
         thresholds = {"ai_generated": decision_threshold(probabilities, validation["labels"], target_fpr)}
         return card.replace(temperature=temperature, thresholds=thresholds)
-    authentic = validation.get("from_authentic", np.zeros(len(probabilities), bool))  # samples of windows with nothing manipulated
-    pixel, _rule = pixel_threshold(probabilities, validation["labels"], authentic, target_pixel_fpr)
+    # from_authentic: the samples of validation windows with nothing manipulated (_validate records it for every segmenter)
+    pixel, _rule = pixel_threshold(probabilities, validation["labels"], validation["from_authentic"], target_pixel_fpr)
     thresholds = {"pixel": pixel, "manipulated": card.threshold("manipulated")}
     scores = image_manipulation_scores(validation["top_logits"], temperature)
     if (~validation["has_mask"]).any():
