@@ -34,6 +34,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
     from forensics.verdict import decide_verdict
     from forensics.checkpoint import bundled_checkpoint
     from forensics.model_card import CLASSIFIER, SEGMENTER
+    from forensics.tiling import segmenter_inputs
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -75,7 +76,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
             lap("decode")
         classifier_views = np.stack([classifier.view(d.inputs[classifier_spec]) for d in decoded])
         segmenter_views = [segmenter.view(d.inputs[segmenter_spec])[0] for d in decoded]
-        tiles += sum(_tiles(segmenter.card, view) for view in segmenter_views)
+        tiles += sum(segmenter_inputs(segmenter.card, *view.shape[:2]) for view in segmenter_views)
         lap("decode")
         ai_scores = classifier.predict(classifier_views)
         lap("classifier")
@@ -112,15 +113,6 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         "verdicts": verdicts,
         "pid": os.getpid(),
     }
-
-
-def _tiles(card, view) -> int:
-    """Segmenter model inputs for one view: its tile count when tiled, else one."""
-    from forensics.tiling import count_tiles
-
-    if card.resize_mode != "native_tiles":
-        return 1
-    return count_tiles(view.shape[0], view.shape[1], card.input_size[0], card.tile_overlap)
 
 
 def _input_spec(card) -> tuple:

@@ -2,11 +2,13 @@
 
 For a few image sizes, times the shipped models through the scan's forensics path
 (decode_image, the cards' views, stitched tiles) in native and triage analysis, and
-native analysis with a coarse pass added (a card's `coarse_short_side`), beside a bare
+native analysis with a coarse pass added (a card's `coarse_short_side`) and with another number
+of mirror views (a card's `mirror_views`), beside a bare
 tiled loop (the same tiles stacked and pushed through the segmenter, nothing else), and
 reports images/s, tiles/s and seconds per megapixel. A benchmark: it reports, it never asserts.
 
     python -m bench.tiling_cost [--sizes 512x384,1024x768,2048x1536] [--threads 1] [--coarse-short-side 256]
+                                [--mirror-views 1]
                                 [--output bench/results/tiling_cost.json]
 """
 
@@ -42,11 +44,11 @@ def _time(function, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -> dict:
+def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0, mirror_views: int | None = None) -> dict:
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.tiling import coarse_size, count_tiles, cut, tile_grid
+    from forensics.tiling import cut, segmenter_inputs, tile_grid
 
     classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint("classifier"))
     segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint("segmenter"))
@@ -56,6 +58,8 @@ def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -
     views = {"native": (classifier.card, native_card), "triage": (classifier.card.for_triage(), native_card.for_triage())}
     if coarse_short_side and native_card.resize_mode == "native_tiles":  # what a card's coarse pass would add
         views[f"native_with_coarse_pass_{coarse_short_side}"] = (classifier.card, native_card.replace(coarse_short_side=coarse_short_side))
+    if mirror_views is not None and mirror_views != native_card.mirror_views:  # what another mirror_views would cost
+        views[f"native_with_mirror_views_{mirror_views}"] = (classifier.card, native_card.replace(mirror_views=mirror_views))
     for analysis, (c_card, s_card) in views.items():
 
         def one_image():
@@ -66,10 +70,7 @@ def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -
             segmenter.image_score(next(segmenter.probability_maps([view])))
 
         seconds = _time(one_image, repeats)
-        tiles = count_tiles(height, width, s_card.input_size[0], s_card.tile_overlap) if s_card.resize_mode == "native_tiles" else 1
-        coarse = coarse_size(height, width, s_card.coarse_short_side) if s_card.resize_mode == "native_tiles" else None
-        if coarse is not None:  # the coarse pass's own tiles
-            tiles += count_tiles(*coarse, s_card.input_size[0], s_card.tile_overlap)
+        tiles = segmenter_inputs(s_card, height, width)  # with the coarse pass's own tiles and the mirror views
         result[analysis] = {"seconds_per_image": round(seconds, 3), "seconds_per_megapixel": round(seconds / result["megapixels"], 3),
                             "segmenter_inputs": tiles, "tiles_per_s": round(tiles / seconds, 2)}
     card = segmenter.card = native_card
@@ -91,12 +92,17 @@ def measure(width: int, height: int, repeats: int, coarse_short_side: int = 0) -
 def main() -> None:
     import torch
 
+    from forensics.model_card import MIRROR_VIEWS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="512x384,1024x768,2048x1536")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one model actor per core)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--coarse-short-side", type=int, default=256,
                         help="also time native analysis with a coarse pass at this short side (a card's coarse_short_side; 0 = skip)")
+    parser.add_argument("--mirror-views", type=int, choices=MIRROR_VIEWS, default=1,
+                        help="also time native analysis with this many mirror views (a card's mirror_views), when the "
+                             "shipped card has another number")
     parser.add_argument("--output", type=Path, default=Path("bench/results/tiling_cost.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -106,9 +112,9 @@ def main() -> None:
     results = {
         "command": "python -m bench.tiling_cost " + " ".join(sys.argv[1:]),
         "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": args.threads},
-        "cards": {kind: {k: getattr(read_card(bundled_checkpoint(kind)), k) for k in ("version", "input_size", "resize_mode", "crops", "tile_overlap", "max_tiles", "coarse_short_side")}
+        "cards": {kind: {k: getattr(read_card(bundled_checkpoint(kind)), k) for k in ("version", "input_size", "resize_mode", "crops", "tile_overlap", "max_tiles", "coarse_short_side", "mirror_views")}
                   for kind in ("classifier", "segmenter")},
-        "sizes": [measure(width, height, args.repeats, args.coarse_short_side) for width, height in sizes],
+        "sizes": [measure(width, height, args.repeats, args.coarse_short_side, args.mirror_views) for width, height in sizes],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=list) + "\n")

@@ -224,13 +224,16 @@ def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int 
     ``native_tiles``: overlapping tiles of all views stream through the model in batches of
     `tiles_per_batch` and their logits are blended back (forensics.tiling), averaged with a pass over the
     whole image at the card's `coarse_short_side` when it sets one; other modes: the
-    views are model inputs already and go through in batches of `tiles_per_batch`. Scan,
+    views are model inputs already and go through in batches of `tiles_per_batch`. Every batch is
+    also seen mirrored when the card's `mirror_views` asks (forensics.tiling.mean_over_mirrors). Scan,
     evaluation and calibration all call this, so they see the same maps.
     """
     card = predictor.card
 
+    from forensics.tiling import mean_over_mirrors
+
     def tile_logits(pixels: np.ndarray) -> np.ndarray:
-        return predictor.logits(pixels).cpu().numpy()
+        return mean_over_mirrors(lambda batch: predictor.logits(batch).cpu().numpy(), pixels, card.mirror_views)
 
     from forensics.masks import manipulation_logits
 

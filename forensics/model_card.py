@@ -21,6 +21,7 @@ CENTER_CROP = "center_crop"
 NATIVE_CROPS = "native_crops"
 NATIVE_TILES = "native_tiles"
 RESIZE_MODES = (RESIZE, CENTER_CROP, NATIVE_CROPS, NATIVE_TILES)
+MIRROR_VIEWS = (1, 2, 4)  # a segmenter card's mirror_views: the input alone, + left-right, + top-bottom and both
 
 BINARY_CLASSES = ("authentic", "manipulated")
 # The manipulation types forensics.manipulations synthesises; class id = position, id 0 is always "not manipulated".
@@ -54,6 +55,10 @@ class ModelCard:
             shrunk to this short side (the scale a recipe trained at) and averages the two passes'
             class logits at the native map's size; an image whose analysed short side is no longer
             gets the native pass alone. 0 = native tiles only.
+        mirror_views: segmenter: how many mirror images of every model input (tile or view) the
+            model sees, their class logits mirrored back and averaged (forensics.tiling.mean_over_mirrors):
+            1 = the input alone, 2 = and its left-right mirror, 4 = and its top-bottom and
+            double mirrors. Costs that many forward passes.
         score_calibration: segmenter: Platt scaling of the raw image-level score (top-1% mean
             of the pixel map) into P(manipulated), ``{"slope": a, "intercept": b}`` applied to
             logit(raw); empty = the raw score is used as is.
@@ -81,6 +86,7 @@ class ModelCard:
     tile_overlap: int = 32
     max_tiles: int = 1024
     coarse_short_side: int = 0
+    mirror_views: int = 1
     classes: tuple[str, ...] = ()
     score_calibration: dict[str, float] = field(default_factory=dict)
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -103,6 +109,10 @@ class ModelCard:
             raise ValueError(f"tile_overlap must be in [0, {min(self.input_size)}) for {tuple(self.input_size)} tiles, got {self.tile_overlap}")
         if self.coarse_short_side < 0:
             raise ValueError(f"coarse_short_side must be 0 (off) or a short side in pixels, got {self.coarse_short_side}")
+        if self.mirror_views not in MIRROR_VIEWS:
+            raise ValueError(f"mirror_views must be one of {list(MIRROR_VIEWS)} (1 = no mirrors), got {self.mirror_views}")
+        if self.kind != SEGMENTER and self.mirror_views != 1:
+            raise ValueError(f"mirror_views is a segmenter setting; a {self.kind} card keeps 1, got {self.mirror_views}")
         if self.crops < 1 or self.max_tiles < 1:
             raise ValueError(f"crops and max_tiles must be >= 1, got crops={self.crops}, max_tiles={self.max_tiles}")
         object.__setattr__(self, "classes", tuple(str(name) for name in self.classes))

@@ -302,6 +302,35 @@ def stitch_two_scales(
         yield native, plan
 
 
+def segmenter_inputs(card: ModelCard, height: int, width: int) -> int:
+    """How many inputs the segmenter's model sees for a view of (height, width) at its analysed size: its
+    tiles and those of its coarse pass when the card tiles, else one; times the card's mirror views."""
+    if card.resize_mode != NATIVE_TILES:
+        return card.mirror_views
+    tiles = count_tiles(height, width, card.input_size[0], card.tile_overlap)
+    coarse = coarse_size(height, width, card.coarse_short_side)
+    if coarse is not None:
+        tiles += count_tiles(*coarse, card.input_size[0], card.tile_overlap)
+    return tiles * card.mirror_views
+
+
+_MIRRORS = ((), (2,), (1,), (1, 2))  # image axes of an (N, H, W, 3) batch flipped by each mirror view, in order
+
+
+def mean_over_mirrors(predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, views: int) -> np.ndarray:
+    """`predict`'s (N, ..., H, W) logits for an (N, H, W, 3) batch, averaged over `views` mirror images of it
+    (1: the batch alone; 2: and its left-right mirror; 4: and its top-bottom and double mirrors), each
+    mirrored back first so every logit lines up with its pixel. One `predict` call per view, so a batch
+    is never larger than the caller made it."""
+    total = None
+    for axes in _MIRRORS[:views]:
+        logits = np.asarray(predict(np.ascontiguousarray(np.flip(pixels, axes) if axes else pixels)), dtype=np.float32)
+        if axes:
+            logits = np.flip(logits, tuple(axis - 3 for axis in axes))  # (1, 2) of NHWC are (-2, -1) of the logits
+        total = logits if total is None else total + logits
+    return total / views
+
+
 def native_crops(image: np.ndarray, crop_height: int, crop_width: int, count: int) -> np.ndarray:
     """(count, crop_height, crop_width, 3) uint8 native-resolution crops spread over one (H, W, 3) image."""
     side = max(crop_height, crop_width)

@@ -2,7 +2,7 @@
 
     forgescan calibrate classifier --checkpoint model.safetensors --data HELDOUT [--target-fpr 0.05]
     forgescan calibrate segmenter  --checkpoint model.safetensors --data HELDOUT [--target-fpr 0.05]
-                                   [--target-pixel-fpr 0.01] [--coarse-short-side 256]
+                                   [--target-pixel-fpr 0.01] [--coarse-short-side 256] [--mirror-views 4]
 
 The temperature minimises the held-out negative log-likelihood; thresholds are
 the lowest score whose false-positive rate on held-out negatives stays at or
@@ -11,7 +11,9 @@ below --target-fpr, and never below 0.5 (classifier: `ai_generated`; segmenter:
 --target-pixel-fpr of authentic images' pixels. The scanner reads both from
 the card. Use data the model was not trained on. --coarse-short-side sets the card's
 `coarse_short_side` (a second pass over the whole image shrunk to that short side, averaged
-with the native tiles; 0 turns it off) before fitting, since the thresholds belong to the map it makes.
+with the native tiles; 0 turns it off) and --mirror-views its `mirror_views` (each tile also seen
+mirrored, the logits averaged; 1 turns it off) before fitting, since the thresholds belong to the map
+they make.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from jobs.cli import run_module
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from forensics.calibration import DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR
+    from forensics.model_card import MIRROR_VIEWS
 
     parser.add_argument("model", choices=("classifier", "segmenter"))
     parser.add_argument("--checkpoint", required=True, help="safetensors checkpoint whose card is updated")
@@ -43,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coarse-short-side", type=int,
                         help="segmenter: also analyse each image shrunk to this short side and average the two maps "
                              "(written into the card; 0 = native tiles only; default: as the card has it)")
+    parser.add_argument("--mirror-views", type=int, choices=MIRROR_VIEWS,
+                        help="segmenter: also show the model each tile mirrored (2: left-right; 4: and top-bottom and "
+                             "both) and average the logits (written into the card; 1 = off; default: as the card has it)")
     parser.add_argument("--output-checkpoint", help="write a calibrated copy here instead of updating --checkpoint in place")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -59,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"forgescan calibrate: {error}", file=sys.stderr)
         return 2
-    if args.model == "classifier" and args.coarse_short_side is not None:
-        print("forgescan calibrate: --coarse-short-side is a segmenter setting; drop it when calibrating the classifier.",
+    segmenter_flags = [flag for flag, value in (("--coarse-short-side", args.coarse_short_side),
+                                                ("--mirror-views", args.mirror_views)) if value is not None]
+    if args.model == "classifier" and segmenter_flags:
+        settings = "is a segmenter setting; drop it" if len(segmenter_flags) == 1 else "are segmenter settings; drop them"
+        print(f"forgescan calibrate: {' and '.join(segmenter_flags)} {settings} when calibrating the classifier.",
               file=sys.stderr)
         return 2
     try:
@@ -143,6 +152,8 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
             raise ValueError(f"--coarse-short-side adds a pass to native-tile analysis, but {args.checkpoint} analyses "
                              f"`{predictor.card.resize_mode}` views; drop the flag for this checkpoint.")
         predictor.card = predictor.card.replace(coarse_short_side=args.coarse_short_side)
+    if args.mirror_views is not None:
+        predictor.card = predictor.card.replace(mirror_views=args.mirror_views)
     pairs = find_image_mask_pairs(args.data, args.masks)
     outputs = segmenter_outputs(predictor, pairs, args.batch_size, keep_examples=0)
     logits, labels = np.concatenate(outputs.pixel_logits), np.concatenate(outputs.pixel_labels).astype(float)

@@ -210,13 +210,36 @@ def test_calibrate_and_train_refuse_a_target_pixel_fpr_outside_zero_to_one_befor
     assert "--target-pixel-fpr is a share of pixels in [0, 1]" in capsys.readouterr().err
 
 
+def test_calibrate_segmenter_fits_on_mirrored_maps_and_writes_mirror_views_into_the_card(random_checkpoints, tmp_path):
+    from jobs import calibrate
+
+    data = str(random_checkpoints["folder"] / "forgery")
+    fitted = {}
+    for views in ("1", "4"):
+        target = tmp_path / f"mirrors{views}.safetensors"
+        assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["segmenter"]), "--data", data,
+                                    "--mirror-views", views, "--output-checkpoint", str(target)]) == 0
+        fitted[views] = read_card(target)
+    assert fitted["4"].mirror_views == 4 and fitted["1"].mirror_views == 1
+    before = {views: card.metrics["calibration"]["pixel_nll_before"] for views, card in fitted.items()}
+    assert before["4"] != pytest.approx(before["1"], abs=1e-6)  # fitted on different maps
+
+
+def test_calibrate_refuses_mirror_views_for_the_classifier(random_checkpoints, capsys):
+    from jobs import calibrate
+
+    assert _run_job(calibrate, ["classifier", "--checkpoint", str(random_checkpoints["classifier"]),
+                                "--data", str(random_checkpoints["folder"] / "realfake"), "--mirror-views", "2"]) == 2
+    assert "--mirror-views is a segmenter setting" in capsys.readouterr().err
+
+
 def test_calibrate_refuses_a_coarse_pass_for_the_classifier_and_for_a_thumbnail_segmenter(random_checkpoints, capsys):
     from jobs import calibrate
 
     folder = random_checkpoints["folder"]
     assert _run_job(calibrate, ["classifier", "--checkpoint", str(random_checkpoints["classifier"]),
                                 "--data", str(folder / "realfake"), "--coarse-short-side", "48"]) == 2
-    assert "segmenter setting" in capsys.readouterr().err
+    assert "--coarse-short-side is a segmenter setting" in capsys.readouterr().err
     assert _run_job(calibrate, ["segmenter", "--checkpoint", str(random_checkpoints["segmenter"]),
                                 "--data", str(folder / "forgery"), "--coarse-short-side", "48"]) == 2
     error = capsys.readouterr().err

@@ -83,3 +83,11 @@ def test_validation_is_remembered_per_weights_and_card_and_a_misfit_is_never_rem
     for _ in range(2):  # refused every time: a failure is never remembered
         with pytest.raises(CheckpointError, match="does not match architecture"):
             validate_weights(data, misfit, "seg.safetensors")
+
+
+def test_a_card_refuses_mirror_views_other_than_one_two_or_four_and_on_a_classifier():
+    assert default_segmenter_card().replace(mirror_views=4).mirror_views == 4
+    with pytest.raises(ValueError, match="mirror_views must be one of"):
+        default_segmenter_card().replace(mirror_views=3)
+    with pytest.raises(ValueError, match="segmenter setting"):
+        default_classifier_card().replace(mirror_views=2)

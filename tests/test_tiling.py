@@ -12,8 +12,10 @@ from forensics.tiling import (
     count_tiles,
     crop_origins,
     mean_of_scales,
+    mean_over_mirrors,
     native_crops,
     plan_tiles,
+    segmenter_inputs,
     segmenter_view,
     size_within_tile_cap,
     stitch_tiles,
@@ -211,3 +213,56 @@ def test_a_segmenter_card_with_a_coarse_pass_gives_each_image_its_own_two_scale_
         np.testing.assert_allclose(joint, single, atol=1e-4)
     np.testing.assert_allclose(together[1], native[1], atol=1e-4)  # short side 40 <= 48: native pass only
     assert not np.allclose(together[0], native[0], atol=1e-3) and not np.allclose(together[2], native[2], atol=1e-3)
+
+
+def column_and_row_logits(batch: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) -> (N, 3, H, W) logits that a mirror changes: each pixel's column, its row, and its red value."""
+    count, height, width = batch.shape[:3]
+    columns = np.broadcast_to(np.arange(width, dtype=np.float32), (count, height, width))
+    rows = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (count, height, width))
+    return np.stack([columns, rows, batch[..., 0].astype(np.float32)], axis=1)
+
+
+def test_mirror_views_line_each_logit_up_with_its_own_pixel_and_average_the_mirrors():
+    rng = np.random.default_rng(5)
+    batch = rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    calls = []
+
+    def recording(pixels):
+        calls.append(len(pixels))
+        return column_and_row_logits(pixels)
+
+    alone = mean_over_mirrors(recording, batch, 1)
+    np.testing.assert_array_equal(alone, column_and_row_logits(batch))
+    left_right = mean_over_mirrors(recording, batch, 2)
+    np.testing.assert_allclose(left_right[:, 0], 3.0)  # column c and its mirror 6 - c average to the middle
+    np.testing.assert_array_equal(left_right[:, 1:], alone[:, 1:])  # rows untouched; red values back in place
+    four = mean_over_mirrors(recording, batch, 4)
+    np.testing.assert_allclose(four[:, 0], 3.0)
+    np.testing.assert_allclose(four[:, 1], 2.0)
+    np.testing.assert_array_equal(four[:, 2], alone[:, 2])
+    assert calls == [3, 3, 3, 3, 3, 3, 3]  # one batch of the caller's size per view
+
+
+def test_a_segmenter_card_with_mirror_views_averages_the_maps_of_the_image_and_its_mirror(tiny_checkpoints):
+    from forensics.inference import SegmenterPredictor, segmenter_logit_maps
+
+    segmenter = SegmenterPredictor.from_checkpoint(tiny_checkpoints["segmenter"], device=None)
+    tile = segmenter.card.input_size[0]
+    segmenter.card = segmenter.card.replace(resize_mode="native_tiles", tile_overlap=16)
+    image = np.random.default_rng(6).integers(0, 256, (tile, tile, 3), dtype=np.uint8)  # one tile: tile mirror = image mirror
+    [plain, mirrored] = list(segmenter_logit_maps(segmenter, [image, np.ascontiguousarray(image[:, ::-1])], class_maps=True))
+    segmenter.card = segmenter.card.replace(mirror_views=2)
+    [both] = list(segmenter_logit_maps(segmenter, [image], class_maps=True))
+    np.testing.assert_allclose(both, (plain + mirrored[..., ::-1]) / 2, atol=1e-4)
+    assert not np.allclose(both, plain, atol=1e-3)
+
+
+def test_segmenter_inputs_count_tiles_coarse_tiles_and_mirror_views():
+    card = default_segmenter_card((32, 32)).replace(resize_mode="native_tiles", tile_overlap=8)
+    tiles = count_tiles(100, 60, 32, 8)
+    assert segmenter_inputs(card, 100, 60) == tiles
+    assert segmenter_inputs(card.replace(mirror_views=4), 100, 60) == 4 * tiles
+    coarse = count_tiles(*coarse_view(np.zeros((100, 60, 3), np.uint8), 40).shape[:2], 32, 8)
+    assert segmenter_inputs(card.replace(coarse_short_side=40, mirror_views=2), 100, 60) == 2 * (tiles + coarse)
+    assert segmenter_inputs(card.for_triage().replace(mirror_views=2), 100, 60) == 2  # one view, mirrored
