@@ -155,11 +155,12 @@ class ModelCard:
 
     def for_triage(self) -> "ModelCard":
         """This card in the quick triage view: a classifier scores one centre crop instead of
-        several, a segmenter sees the whole image resized to its input instead of native tiles."""
+        several, a segmenter sees the whole image resized to its input, once (no mirror views),
+        instead of native tiles."""
         if self.resize_mode == NATIVE_CROPS:
             return self.replace(resize_mode=CENTER_CROP)
         if self.resize_mode == NATIVE_TILES:
-            return self.replace(resize_mode=RESIZE)
+            return self.replace(resize_mode=RESIZE, mirror_views=1)
         return self
 
     def threshold(self, name: str, default: float = 0.5) -> float:

@@ -91,3 +91,9 @@ def test_a_card_refuses_mirror_views_other_than_one_two_or_four_and_on_a_classif
         default_segmenter_card().replace(mirror_views=3)
     with pytest.raises(ValueError, match="segmenter setting"):
         default_classifier_card().replace(mirror_views=2)
+
+
+def test_the_triage_view_of_a_card_with_mirror_views_sees_the_image_once():
+    card = default_segmenter_card().replace(resize_mode="native_tiles", tile_overlap=16, mirror_views=4)
+    triage = card.for_triage()
+    assert triage.resize_mode == "resize" and triage.mirror_views == 1

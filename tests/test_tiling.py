@@ -265,4 +265,4 @@ def test_segmenter_inputs_count_tiles_coarse_tiles_and_mirror_views():
     assert segmenter_inputs(card.replace(mirror_views=4), 100, 60) == 4 * tiles
     coarse = count_tiles(*coarse_view(np.zeros((100, 60, 3), np.uint8), 40).shape[:2], 32, 8)
     assert segmenter_inputs(card.replace(coarse_short_side=40, mirror_views=2), 100, 60) == 2 * (tiles + coarse)
-    assert segmenter_inputs(card.for_triage().replace(mirror_views=2), 100, 60) == 2  # one view, mirrored
+    assert segmenter_inputs(card.replace(resize_mode="resize", mirror_views=2), 100, 60) == 2  # one view, mirrored
