@@ -14,6 +14,10 @@ the card. Use data the model was not trained on. --coarse-short-side sets the ca
 with the native tiles; 0 turns it off) and --mirror-views its `mirror_views` (each tile also seen
 mirrored, the logits averaged; 1 turns it off) before fitting, since the thresholds belong to the map
 they make.
+
+A leave-one-family-out checkpoint (trained with --exclude-family) is calibrated without those
+families too: every sample that carries one is left out of --data, as training left it out, so its
+thresholds never see the family it is tested on. The report records what was left out.
 """
 
 from __future__ import annotations
@@ -113,14 +117,29 @@ def _load(args, kind: str):
     return (ClassifierPredictor if kind == "classifier" else SegmenterPredictor)(model, card, pick_device(args.device))
 
 
+def _excluded_families(card) -> list[str]:
+    """The families the card's model was trained without (`forgescan train --exclude-family`), which its
+    calibration leaves out too; announced, since the data then shrinks."""
+    excluded = sorted(card.training_data.get("excluded_families", ()))
+    if excluded:
+        print(f"forgescan calibrate: {card.version} was trained without {excluded}; calibrating without the samples "
+              "that carry them as well.", file=sys.stderr)
+    return excluded
+
+
+def _excluded_report(excluded: list[str]) -> dict[str, Any]:
+    return {"excluded_families": excluded} if excluded else {}
+
+
 def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
     from forensics.calibration import binary_nll, fit_temperature, sigmoid, decision_threshold, expected_calibration_error
     from forensics.metrics import classification_metrics
-    from forensics.training import find_labelled_images, fingerprint_samples
+    from forensics.training import find_labelled_images, fingerprint_samples, without_families
     from forensics.training.evaluation import classifier_logits
 
     predictor = _load(args, "classifier")
-    samples = find_labelled_images(args.data)
+    excluded = _excluded_families(predictor.card)
+    samples = without_families(find_labelled_images(args.data), excluded)
     logits, labels = classifier_logits(predictor, samples, args.batch_size)
     temperature = fit_temperature(logits, labels)
     scores = sigmoid(logits, temperature)
@@ -130,7 +149,7 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
         "nll_before": binary_nll(logits, labels, predictor.card.temperature), "nll_after": binary_nll(logits, labels, temperature),
         "ece_before": expected_calibration_error(sigmoid(logits, predictor.card.temperature), labels),
         "ece_after": expected_calibration_error(scores, labels),
-        "data": str(args.data), "data_fingerprint": fingerprint_samples(samples),
+        "data": str(args.data), "data_fingerprint": fingerprint_samples(samples), **_excluded_report(excluded),
         "at_threshold": {k: v for k, v in classification_metrics(labels, scores, threshold).items() if k != "classification_report"},
     }
     card = predictor.card
@@ -143,7 +162,8 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     from forensics.calibration import (binary_nll, decision_threshold, expected_calibration_error, fit_platt,
                                        fit_temperature, pixel_threshold, platt, sigmoid)
     from forensics.model_card import NATIVE_TILES
-    from forensics.training import find_image_mask_pairs, fingerprint_samples
+    from forensics.training import (find_image_mask_pairs, fingerprint_samples, manipulation_families_of,
+                                    without_manipulation_families)
     from forensics.training.evaluation import segmenter_outputs
 
     predictor = _load(args, "segmenter")
@@ -155,6 +175,9 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     if args.mirror_views is not None:
         predictor.card = predictor.card.replace(mirror_views=args.mirror_views)
     pairs = find_image_mask_pairs(args.data, args.masks)
+    excluded = _excluded_families(predictor.card)
+    if excluded:
+        pairs = without_manipulation_families(pairs, manipulation_families_of(args.data, pairs), excluded)
     outputs = segmenter_outputs(predictor, pairs, args.batch_size, keep_examples=0)
     logits, labels = np.concatenate(outputs.pixel_logits), np.concatenate(outputs.pixel_labels).astype(float)
     temperature = fit_temperature(logits, labels)
@@ -178,7 +201,7 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
         "temperature": temperature, "thresholds": thresholds, "target_fpr": args.target_fpr,
         "pixel_nll_before": binary_nll(logits, labels, card.temperature), "pixel_nll_after": binary_nll(logits, labels, temperature),
         "pixel_threshold": pixel_report,
-        **image_report, "data": str(args.data), "data_fingerprint": fingerprint_samples(pairs),
+        **image_report, "data": str(args.data), "data_fingerprint": fingerprint_samples(pairs), **_excluded_report(excluded),
     }
     card = card.replace(temperature=temperature, thresholds=thresholds, score_calibration=score_calibration,
                         metrics={**card.metrics, "calibration": report})

@@ -38,6 +38,21 @@ def protocol(tmp_path_factory):
     return {"folder": folder, "all": str(everything), "without": str(without)}
 
 
+def test_calibrating_a_leave_one_family_out_classifier_leaves_out_its_family_fakes(protocol, tmp_path):
+    from jobs import calibrate
+    from tests.test_calibration import _run_job
+
+    calibration = protocol["folder"] / "calibration"
+    fitted = {}
+    for name in ("all", "without"):
+        target = tmp_path / f"{name}.safetensors"
+        assert _run_job(calibrate, ["classifier", "--checkpoint", protocol[name], "--data", str(calibration),
+                                    "--output-checkpoint", str(target)]) == 0
+        fitted[name] = read_card(target).metrics["calibration"]["data_fingerprint"]
+    assert fitted["without"]["real"] == fitted["all"]["real"]
+    assert fitted["without"]["fake"] < fitted["all"]["fake"] and list(fitted["without"]["fake_families"]) == ["bilinear_decoder"]
+
+
 def _evaluate(monkeypatch, argv: list[str]) -> int:
     from jobs import cli
 
@@ -256,3 +271,21 @@ def test_a_recorded_segmenter_evaluation_keeps_its_family_tables_and_the_left_ou
     assert evaluation["leave_one_family_out"][0]["family"] == "splice"
     assert card.reproduce.split(" && ")[-2:] == ["python -m jobs.train segmenter --exclude-family splice",
                                                  "forgescan evaluate " + " ".join(argv)]
+
+
+def test_calibrating_a_leave_one_family_out_segmenter_leaves_its_family_out_of_the_calibration_data(manipulation_protocol, tmp_path, capsys):
+    from jobs import calibrate
+    from tests.test_calibration import _run_job
+
+    folder, rows = manipulation_protocol["folder"], manipulation_protocol["rows"]
+    with_splice = sum("splice" in row["families"].split("+") for row in rows)
+    fitted = {}
+    for name in ("all", "without"):
+        target = tmp_path / f"{name}.safetensors"
+        assert _run_job(calibrate, ["segmenter", "--checkpoint", manipulation_protocol[name], "--data", str(folder / "heldout"),
+                                    "--output-checkpoint", str(target)]) == 0
+        fitted[name] = read_card(target).metrics["calibration"]
+    assert fitted["all"]["data_fingerprint"]["files"] == 2 * len(rows) and "excluded_families" not in fitted["all"]
+    assert fitted["without"]["excluded_families"] == ["splice"]
+    assert fitted["without"]["data_fingerprint"]["files"] == 2 * (len(rows) - with_splice)  # an image and its mask each
+    assert "trained without ['splice']" in capsys.readouterr().err
