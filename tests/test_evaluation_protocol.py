@@ -274,6 +274,7 @@ def test_a_recorded_segmenter_evaluation_keeps_its_family_tables_and_the_left_ou
 
 
 def test_calibrating_a_leave_one_family_out_segmenter_leaves_its_family_out_of_the_calibration_data(manipulation_protocol, tmp_path, capsys):
+    from forensics.checkpoint import load_checkpoint
     from jobs import calibrate
     from tests.test_calibration import _run_job
 
@@ -289,3 +290,9 @@ def test_calibrating_a_leave_one_family_out_segmenter_leaves_its_family_out_of_t
     assert fitted["without"]["excluded_families"] == ["splice"]
     assert fitted["without"]["data_fingerprint"]["files"] == 2 * (len(rows) - with_splice)  # an image and its mask each
     assert "trained without ['splice']" in capsys.readouterr().err
+    model, card = load_checkpoint(manipulation_protocol["without"])
+    elsewhere = save_checkpoint(model, card.replace(training_data={"excluded_families": ["warp"]}), tmp_path / "warp.safetensors")
+    assert _run_job(calibrate, ["segmenter", "--checkpoint", str(elsewhere), "--data", str(folder / "heldout"),
+                                "--output-checkpoint", str(tmp_path / "warp_calibrated.safetensors")]) == 0
+    calibrated = read_card(tmp_path / "warp_calibrated.safetensors").metrics["calibration"]
+    assert calibrated["data_fingerprint"]["files"] == 2 * len(rows)  # a family the data does not hold: nothing to leave out
