@@ -163,6 +163,11 @@ class ModelCard:
             return self.replace(resize_mode=RESIZE, mirror_views=1)
         return self
 
+    def map_settings(self) -> dict[str, Any]:
+        """The settings besides the thresholds that shape a segmenter's map (a scan's manifest records them)."""
+        return {"resize_mode": self.resize_mode, "input_size": list(self.input_size), "tile_overlap": self.tile_overlap,
+                "coarse_short_side": self.coarse_short_side, "mirror_views": self.mirror_views}
+
     def threshold(self, name: str, default: float = 0.5) -> float:
         return float(self.thresholds.get(name, default))
 

@@ -305,6 +305,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
         endpoint_url=endpoint_url, mode=plan.mode, attempts=plan.attempts,
         thresholds={"ai_generated": classifier_card.threshold("ai_generated"),
                     "manipulated": segmenter_card.threshold("manipulated"), "pixel": segmenter_card.threshold("pixel")},
+        segmenter_settings=segmenter_card.map_settings(),
     )
     state.write_manifest(manifest)
     logger.info("scan %s (%s) of %s -> %s", plan.scan_id, plan.mode, source_uri, output.uri)

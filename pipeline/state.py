@@ -78,6 +78,9 @@ class ScanManifest:
     attempts: int = 1
     # The card thresholds the rows were judged by (`ai_generated`, `manipulated`, `pixel`); empty in older manifests.
     thresholds: dict = field(default_factory=dict)
+    # The segmenter card's settings that shape its map besides the thresholds (forensics.model_card.ModelCard:
+    # resize_mode, input_size, tile_overlap, coarse_short_side, mirror_views); empty in older manifests.
+    segmenter_settings: dict = field(default_factory=dict)
     # Wall seconds per phase of the scan (pipeline.scan.PhaseClock); empty in older manifests.
     timings: dict = field(default_factory=dict)
 

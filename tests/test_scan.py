@@ -127,6 +127,30 @@ def test_native_scan_masks_come_from_tiles_stitched_at_original_size(ray_local, 
     assert by_width[500]["analysis_scale"] < 1.0 and by_width[173]["analysis_scale"] == 1.0
 
 
+def test_a_scan_with_a_mirror_view_card_writes_the_mirrored_maps_and_records_the_setting(ray_local, tiny_native_checkpoints, tmp_path):
+    from forensics.checkpoint import save_checkpoint
+    from pipeline.state import ScanState
+
+    model, card = load_checkpoint(tiny_native_checkpoints["segmenter"])
+    mirrored = save_checkpoint(model, card.replace(mirror_views=4), tmp_path / "mirrored.safetensors")
+    archive = tmp_path / "photos"
+    archive.mkdir()
+    (archive / "a.jpg").write_bytes(jpeg_bytes(150, 110, seed=3))
+    summary = scan(archive, tmp_path / "out", {**tiny_native_checkpoints, "segmenter": mirrored})
+    [row] = read_scan(tmp_path / "out", summary.scan_id)
+    decoded = decode_image((archive / "a.jpg").read_bytes(), [card.input_spec])
+    scores = {}
+    for views in (4, 1):
+        segmenter = SegmenterPredictor(model, card.replace(mirror_views=views))
+        view, _ = segmenter.view(decoded.inputs[card.input_spec])
+        scores[views] = segmenter.image_score(next(segmenter.probability_maps([view])).astype(np.float16).astype(np.float32))
+    assert row["manipulation_score"] == pytest.approx(scores[4], abs=1e-3)
+    assert abs(scores[4] - scores[1]) > 1e-3  # the mirrors changed the map, and the scan used them
+    manifest = next(m for m in ScanState(parse_location(str(tmp_path / "out")), None, {}).manifests()
+                    if m.scan_id == summary.scan_id)
+    assert manifest.segmenter_settings["mirror_views"] == 4 and manifest.segmenter_settings["resize_mode"] == "native_tiles"
+
+
 def test_triage_scan_analyses_a_thumbnail_and_says_so(ray_local, tiny_native_checkpoints, tmp_path):
     archive = tmp_path / "photos"
     archive.mkdir()
