@@ -139,8 +139,7 @@ def calibrate_classifier(args) -> tuple[Any, dict[str, Any]]:
 
     predictor = _load(args, "classifier")
     excluded = _excluded_families(predictor.card)
-    samples = find_labelled_images(args.data)
-    samples = without_families(samples, sorted(set(excluded) & {sample.family for sample in samples}))  # those it holds
+    samples = without_families(find_labelled_images(args.data), excluded, missing_ok=True)
     logits, labels = classifier_logits(predictor, samples, args.batch_size)
     temperature = fit_temperature(logits, labels)
     scores = sigmoid(logits, temperature)
@@ -178,9 +177,7 @@ def calibrate_segmenter(args) -> tuple[Any, dict[str, Any]]:
     pairs = find_image_mask_pairs(args.data, args.masks)
     excluded = _excluded_families(predictor.card)
     if excluded:
-        families = manipulation_families_of(args.data, pairs)
-        held = {family for applied in families for family in applied}
-        pairs = without_manipulation_families(pairs, families, sorted(set(excluded) & held))  # those it holds
+        pairs = without_manipulation_families(pairs, manipulation_families_of(args.data, pairs), excluded, missing_ok=True)
     outputs = segmenter_outputs(predictor, pairs, args.batch_size, keep_examples=0)
     logits, labels = np.concatenate(outputs.pixel_logits), np.concatenate(outputs.pixel_labels).astype(float)
     temperature = fit_temperature(logits, labels)

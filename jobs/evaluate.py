@@ -235,14 +235,14 @@ def _calibrated_scores(predictor, samples, calibration_samples, args, excluded: 
     """P(AI-generated) of `samples`: the card's temperature and threshold, or, with calibration samples
     (minus the fakes of `excluded` families), a temperature and threshold fitted on those."""
     from forensics.calibration import sigmoid
-    from forensics.training import FAKE, fingerprint_samples
+    from forensics.training import fingerprint_samples, without_families
     from forensics.training.evaluation import classifier_logits, fit_calibration
 
     logits, labels = classifier_logits(predictor, samples, args.batch_size)
     card = predictor.card
     temperature, threshold, source = card.temperature, card.threshold("ai_generated"), "model card"
     if calibration_samples is not None:
-        chosen = [s for s in calibration_samples if not (s.label == FAKE and s.family in excluded)]
+        chosen = without_families(calibration_samples, excluded, missing_ok=True)
         fitted = card.metrics.get("calibration") or {}
         if fitted.get("data_fingerprint") == fingerprint_samples(chosen) and fitted.get("target_fpr") == args.target_fpr:
             source = str(args.calibration_data)  # `forgescan calibrate` fitted this card on exactly these images

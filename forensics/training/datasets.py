@@ -252,24 +252,28 @@ def manipulation_families_of(data: str | Path, pairs: list[ImageMaskPair]) -> li
 
 
 def without_manipulation_families(
-    pairs: list[ImageMaskPair], families: list[tuple[str, ...]], excluded: list[str] | tuple[str, ...]
+    pairs: list[ImageMaskPair], families: list[tuple[str, ...]], excluded: list[str] | tuple[str, ...],
+    missing_ok: bool = False,
 ) -> list[ImageMaskPair]:
     """The pairs minus every image that carries one of the `excluded` manipulation families (a leave-one-family-out
-    run never sees the family, not even as a second edit)."""
+    run never sees the family, not even as a second edit). A family the dataset does not hold is refused (a
+    typo in --exclude-family), unless `missing_ok` (calibrating such a run: nothing of it to leave out)."""
     known = {family for applied in families for family in applied}
     missing = sorted(set(excluded) - known)
-    if missing:
+    if missing and not missing_ok:
         raise DatasetError(f"Families {missing} are not in this dataset; it has {sorted(known)}.")
     return [pair for pair, applied in zip(pairs, families) if not set(applied) & set(excluded)]
 
 
-def without_families(samples: list[LabelledImage], excluded: list[str] | tuple[str, ...]) -> list[LabelledImage]:
-    """The samples minus the fakes of the `excluded` generator families (for leave-one-family-out runs)."""
+def without_families(samples: list[LabelledImage], excluded: list[str] | tuple[str, ...],
+                     missing_ok: bool = False) -> list[LabelledImage]:
+    """The samples minus the fakes of the `excluded` generator families (for leave-one-family-out runs). A family
+    the dataset does not hold is refused, unless `missing_ok` (as without_manipulation_families)."""
     if not excluded:
         return list(samples)
     known = {s.family for s in samples if s.label == FAKE}
     missing = sorted(set(excluded) - known)
-    if missing:
+    if missing and not missing_ok:
         raise DatasetError(f"Generator families {missing} are not in this dataset; its fake families are {sorted(f for f in known if f)}. "
                            "Families are the folders under `fake/` (or Parquet's `model` column).")
     return [s for s in samples if not (s.label == FAKE and s.family in excluded)]
