@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ANALYSIS_MODES, NATIVE
+from pipeline.config import ANALYSIS_MODES, NATIVE, TRIAGE, ScanConfig
 
 
 def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None,
-                  analysis: str = "native") -> dict:
+                  analysis: str = NATIVE) -> dict:
     """Process `paths` in batches; returns timings (seconds) split by phase and the steady-state rate.
 
     The models are built and warmed up with one batch before the clock starts,
@@ -42,7 +42,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
     target = pick_device(device)
     classifier = ClassifierPredictor.from_checkpoint(bundled_checkpoint(CLASSIFIER), target)
     segmenter = SegmenterPredictor.from_checkpoint(bundled_checkpoint(SEGMENTER), target)
-    if analysis == "triage":
+    if analysis == TRIAGE:
         classifier.card, segmenter.card = classifier.card.for_triage(), segmenter.card.for_triage()
     classifier_spec, segmenter_spec = _input_spec(classifier.card), _input_spec(segmenter.card)
     sizes = list(dict.fromkeys([classifier_spec, segmenter_spec]))  # what the scan asks decode_image for
@@ -130,7 +130,7 @@ def _child(connection, paths, batch_size, torch_threads, device, analysis) -> No
 
 
 def run_bare_loop_in_child(paths: list[str], batch_size: int, torch_threads: int | None, device: str | None = None,
-                           analysis: str = "native") -> dict:
+                           analysis: str = NATIVE) -> dict:
     """Run the bare loop in a fresh spawned process, so its memory is measured apart from the driver's."""
     import multiprocessing
 
@@ -155,7 +155,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=ScanConfig.batch_size)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=NATIVE)
     args = parser.parse_args()

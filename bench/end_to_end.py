@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config import TRIAGE
+
 WORK_DIRECTORY = Path(".data/bench/end_to_end")
 
 
@@ -41,7 +43,7 @@ WORK_DIRECTORY = Path(".data/bench/end_to_end")
 class EndToEndPlan:
     images: int = 600
     increment: int = 5
-    analysis: str = "triage"
+    analysis: str = TRIAGE
     batch_size: int = 32
     results_prefix: Path = Path("bench/results/end_to_end")
     command: str = ""
@@ -101,7 +103,7 @@ def run_end_to_end(plan: EndToEndPlan) -> dict:
     wall["bare_loop"] = _run("bare loop", [python, "-m", "bench.bare_loop", str(archive), "--analysis", plan.analysis,
                                            "--batch-size", batch], work / "bare_loop.log")
     bare = json.loads((work / "bare_loop.log").read_text().strip().splitlines()[-1])
-    if plan.analysis == "triage":  # the docs pipeline resizes on read: equal work only against triage
+    if plan.analysis == TRIAGE:  # the docs pipeline resizes on read: equal work only against triage
         wall["docs_pipeline"] = _run("docs pipeline", [python, "-m", "bench.docs_pipeline", str(archive),
                                                        str(work / "docs-out"), "--batch-size", batch], work / "docs.log")
         wall["docs_pipeline_increment"] = _run("docs pipeline on the increment alone", [

@@ -32,20 +32,21 @@ def _jpeg(size: int, seed: int) -> bytes:
 
 
 def main() -> None:
+    from pipeline.config import ANALYSIS_MODES
+    from pipeline.serving import ServeConfig, build_app
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,4,8")
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
     parser.add_argument("--size", type=int, default=512, help="side of the square test JPEGs, px")
-    parser.add_argument("--analysis", default="native")
-    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=ServeConfig.analysis)
+    parser.add_argument("--max-batch-size", type=int, default=ServeConfig.max_batch_size)
     parser.add_argument("--results", type=Path, default=Path("bench/results/serving.json"))
     args = parser.parse_args()
 
     import httpx
     import ray
     from ray import serve
-
-    from pipeline.serving import ServeConfig, build_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -28,7 +28,8 @@ def measure(image_count: int, batch_size: int) -> dict:
     from pipeline.scan import load_model_payload
     from pipeline.local_s3 import FAKE_CREDENTIALS, loopback_s3
     import pipeline.stages as stages
-    from pipeline.stages import DetectForgeries, assemble_rows, fetch_and_decode
+    from pipeline.config import ScanConfig
+    from pipeline.stages import DetectForgeries, assemble_rows, fetch_and_decode, row_settings
     from pipeline.storage import iter_listing, read_object
 
     os.environ.update(FAKE_CREDENTIALS)
@@ -37,6 +38,7 @@ def measure(image_count: int, batch_size: int) -> dict:
     classifier_weights, classifier_card = load_model_payload(None, CLASSIFIER)  # the weights and cards a scan uses
     segmenter_weights, segmenter_card = load_model_payload(None, SEGMENTER)
     sizes = list(dict.fromkeys([classifier_card.input_spec, segmenter_card.input_spec]))
+    limits = {"max_pixels": ScanConfig.max_pixels, "max_bytes": ScanConfig.max_bytes, "min_side": ScanConfig.min_side}
     costs = {name: [0.0, 0.0] for name in ("list", "s3_get_only", "fetch_and_decode", "models", "assemble_rows", "parquet_write")}
 
     def timed(name, function, *args, **kwargs):
@@ -55,18 +57,17 @@ def measure(image_count: int, batch_size: int) -> dict:
         for row in warm:
             read_object(row["uri"], endpoint, "{}")
         detect(fetch_and_decode({key: np.array([row[key] for row in warm], dtype=object) for key in warm[0]},
-                                classifier_card.to_dict(), segmenter_card.to_dict(), 100_000_000, endpoint, "{}"))
+                                classifier_card.to_dict(), segmenter_card.to_dict(), endpoint_url=endpoint,
+                                storage_options_json="{}", **limits))
         for start in range(0, len(listing), batch_size):
             rows = listing[start : start + batch_size]
             for row in rows:
                 timed("s3_get_only", read_object, row["uri"], endpoint, "{}")
             batch = {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
             decoded = timed("fetch_and_decode", fetch_and_decode, batch, classifier_card.to_dict(), segmenter_card.to_dict(),
-                            100_000_000, endpoint, "{}")
+                            endpoint_url=endpoint, storage_options_json="{}", **limits)
             scored = timed("models", detect, decoded)
-            table = timed("assemble_rows", assemble_rows, scored, "bench", classifier_card.version, segmenter_card.version,
-                          classifier_card.threshold("ai_generated"), segmenter_card.threshold("pixel"),
-                          segmenter_card.threshold("manipulated"))
+            table = timed("assemble_rows", assemble_rows, scored, "bench", **row_settings(classifier_card, segmenter_card))
             timed("parquet_write", pq.write_table, table, io.BytesIO(), compression="zstd")
     count = len(listing)
     return {"images": count, "batch_size": batch_size, "bucket": BUCKET, "input_specs": [list(spec) for spec in sizes],
@@ -81,9 +82,11 @@ def main() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.config import ScanConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=ScanConfig.batch_size)
     args = parser.parse_args()
     print(json.dumps(measure(args.images, args.batch_size), indent=2))
 

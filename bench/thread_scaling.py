@@ -44,9 +44,11 @@ def measure(threads_options: list[int], batch_size: int, rounds: int) -> dict:
 
 
 def main() -> None:
+    from pipeline.config import ScanConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=ScanConfig.batch_size)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     result = measure([int(t) for t in args.threads.split(",")], args.batch_size, args.rounds)

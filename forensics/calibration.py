@@ -59,6 +59,7 @@ def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, target_fpr: float) 
 
 
 DEFAULT_TARGET_FPR = 0.05  # false-positive rate the decision thresholds allow unless told otherwise
+EVALUATION_BATCH_SIZE = 32  # images per model call as evaluate and calibrate score a split (tiles per call, segmenter)
 
 
 def decision_threshold(scores: np.ndarray, labels: np.ndarray, target_fpr: float, floor: float = 0.5) -> float:

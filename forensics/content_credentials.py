@@ -9,7 +9,8 @@ import json
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+from forensics.provenance import IPTC_SOURCE_TYPE_PREFIX
+
 
 
 def throwaway_signing_chain():
@@ -60,7 +61,7 @@ def sign_with_c2pa(image_bytes: bytes, mime: str, source_type: str, generator: s
         "format": mime,
         "title": "forgescan test image",
         "assertions": [{"label": "c2pa.actions", "data": {"actions": [
-            {"action": "c2pa.created", "digitalSourceType": IPTC + source_type}]}}],
+            {"action": "c2pa.created", "digitalSourceType": IPTC_SOURCE_TYPE_PREFIX + source_type}]}}],
     }
     with c2pa.Signer.from_callback(lambda data: key.sign(data, ec.ECDSA(hashes.SHA256())),
                                    c2pa.C2paSigningAlg.ES256, chain, None) as signer, c2pa.Builder(manifest) as builder:
@@ -112,7 +113,7 @@ def xmp_packet(source_type: str) -> bytes:
     return (
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
-        f'Iptc4xmpExt:DigitalSourceType="{IPTC}{source_type}"/></rdf:RDF></x:xmpmeta>'
+        f'Iptc4xmpExt:DigitalSourceType="{IPTC_SOURCE_TYPE_PREFIX}{source_type}"/></rdf:RDF></x:xmpmeta>'
     ).encode()
 
 

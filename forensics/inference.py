@@ -18,6 +18,7 @@ from torch import nn
 from forensics.checkpoint import model_from_weights, resolve_model
 from forensics.model_card import NATIVE_TILES, ModelCard, default_classifier_card, default_segmenter_card
 from forensics.models import prepare_for_inference
+from forensics.tiling import TILES_PER_BATCH
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -147,7 +148,7 @@ class ClassifierPredictor(ModelPredictor):
 class SegmenterPredictor(ModelPredictor):
     """U-Net segmenter: per-pixel P(manipulated), and a calibrated image-level P(manipulated)."""
 
-    tiles_per_batch = 16
+    tiles_per_batch = TILES_PER_BATCH
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None, device: torch.device | None = None, input_size=None):
@@ -217,7 +218,7 @@ def manipulation_channel(card: ModelCard, logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
 
 
-def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int = 16, class_maps: bool = False):
+def segmenter_logit_maps(predictor: ModelPredictor, views, tiles_per_batch: int = TILES_PER_BATCH, class_maps: bool = False):
     """Each segmenter view -> its (H, W) raw logit map of "manipulated" at the view's own size, or with
     `class_maps` its (C, H, W) class logits (multi-class cards; a binary card gives (1, H, W)).
 

@@ -60,7 +60,7 @@ from PIL import Image, ImageFilter
 
 from forensics.generators import PostProcessing
 from forensics.model_card import MANIPULATION_CLASSES
-from forensics.synthetic import MASK_SHAPES, photographs_for_split, random_crop, random_region_mask
+from forensics.synthetic import AUTHENTIC_FRACTION, MASK_SHAPES, photographs_for_split, random_crop, random_region_mask
 
 AUTHENTIC, SPLICED, COPY_MOVED, REMOVED, RETOUCHED, GENERATED = range(len(MANIPULATION_CLASSES))
 
@@ -430,7 +430,7 @@ def write_manipulation_dataset(
     size: int = 256,
     split: str = "train",
     families: tuple[str, ...] | None = None,
-    authentic_fraction: float = 0.15,
+    authentic_fraction: float = AUTHENTIC_FRACTION,
     second_edit_probability: float = 0.25,
     post_processing: PostProcessing = MANIPULATION_POST_PROCESSING,
     sampling: PhotoSampling = PhotoSampling(),

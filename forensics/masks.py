@@ -91,7 +91,10 @@ def summarise_mask(probabilities: np.ndarray, height: int, width: int, threshold
     return MaskSummary(rle=rle, area_fraction=area, bbox=(int(x), int(y), int(w), int(h)))
 
 
-def manipulation_score(probabilities: np.ndarray, top_fraction: float = 0.01) -> float:
+TOP_FRACTION = 0.01  # the share of an image's most confident pixels its image-level manipulation score averages
+
+
+def manipulation_score(probabilities: np.ndarray, top_fraction: float = TOP_FRACTION) -> float:
     """Image-level score: mean of the most confident `top_fraction` of pixel probabilities.
 
     Robust to a single hot pixel, yet high when any sizeable region is flagged.

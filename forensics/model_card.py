@@ -14,6 +14,10 @@ from typing import Any
 
 CLASSIFIER = "classifier"
 SEGMENTER = "segmenter"
+# The architectures a new card names unless told otherwise (forgescan train's --classifier-name, --arch, --encoder).
+DEFAULT_CLASSIFIER_NAME = "efficientnet_b0"  # timm
+DEFAULT_SEGMENTER_ARCH = "Unet"  # segmentation-models-pytorch
+DEFAULT_SEGMENTER_ENCODER = "efficientnet-b0"
 MODEL_KINDS = (CLASSIFIER, SEGMENTER)
 
 RESIZE = "resize"
@@ -201,12 +205,12 @@ class ModelCard:
         Path(path).write_text(self.to_json() + "\n")
 
 
-def default_classifier_card(input_size: tuple[int, int] = (256, 256)) -> ModelCard:
+def default_classifier_card(input_size: tuple[int, int] = ModelCard.input_size) -> ModelCard:
     """Card for a freshly initialised timm EfficientNet-B0 with one logit."""
     return ModelCard(
         kind=CLASSIFIER,
-        architecture={"name": "efficientnet_b0"},
-        version="efficientnet_b0-untrained",
+        architecture={"name": DEFAULT_CLASSIFIER_NAME},
+        version=f"{DEFAULT_CLASSIFIER_NAME}-untrained",
         input_size=input_size,
         thresholds={"ai_generated": 0.5},
         trained=False,
@@ -215,13 +219,14 @@ def default_classifier_card(input_size: tuple[int, int] = (256, 256)) -> ModelCa
 
 
 def default_segmenter_card(
-    input_size: tuple[int, int] = (256, 256), classes: tuple[str, ...] = (), encoder_name: str = "efficientnet-b0"
+    input_size: tuple[int, int] = ModelCard.input_size, classes: tuple[str, ...] = (),
+    encoder_name: str = DEFAULT_SEGMENTER_ENCODER,
 ) -> ModelCard:
     """Card for a freshly initialised smp U-Net (EfficientNet-B0 encoder unless named): binary when
     `classes` is empty, else one output channel per class name (id 0 = authentic)."""
     return ModelCard(
         kind=SEGMENTER,
-        architecture={"arch": "Unet", "encoder_name": encoder_name, "classes": max(1, len(classes))},
+        architecture={"arch": DEFAULT_SEGMENTER_ARCH, "encoder_name": encoder_name, "classes": max(1, len(classes))},
         classes=tuple(classes),
         version=f"unet-{encoder_name}-untrained",
         input_size=input_size,

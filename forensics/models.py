@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from forensics.model_card import CLASSIFIER, IMAGENET_STD, SEGMENTER, ModelCard
+from forensics.model_card import (CLASSIFIER, DEFAULT_CLASSIFIER_NAME, DEFAULT_SEGMENTER_ARCH, DEFAULT_SEGMENTER_ENCODER,
+                                   IMAGENET_STD, SEGMENTER, ModelCard)
 
 # Encoders tested end to end (train, save, load, scan); any other smp encoder builds too.
 SEGMENTER_ENCODERS = ("efficientnet-b0", "resnet34", "vgg16_bn")
@@ -81,7 +82,7 @@ def add_noise_residuals(model: nn.Module) -> nn.Module:
     raise ModelBuildError("noise_residuals needs an encoder whose first convolution takes RGB")
 
 
-def build_classifier(name: str = "efficientnet_b0", **kwargs) -> nn.Module:
+def build_classifier(name: str = DEFAULT_CLASSIFIER_NAME, **kwargs) -> nn.Module:
     """A timm image classifier with one logit (P(AI-generated) after a sigmoid)."""
     import timm
 
@@ -93,7 +94,8 @@ def build_classifier(name: str = "efficientnet_b0", **kwargs) -> nn.Module:
 
 
 def build_segmenter(
-    arch: str = "Unet", encoder_name: str = "efficientnet-b0", classes: int = 1, noise_residuals: bool = False, **kwargs
+    arch: str = DEFAULT_SEGMENTER_ARCH, encoder_name: str = DEFAULT_SEGMENTER_ENCODER, classes: int = 1,
+    noise_residuals: bool = False, **kwargs
 ) -> nn.Module:
     """A segmentation-models-pytorch network whose logits mark manipulated pixels.
 

@@ -60,12 +60,6 @@ def hex_to_words(hashes) -> np.ndarray:
     return matrix
 
 
-def bands16(words: np.ndarray) -> np.ndarray:
-    """(n, 4) uint64 -> (n, 16) uint16: the 16 disjoint 16-bit bands that multi-index hashing indexes."""
-    words = np.ascontiguousarray(words, dtype=np.uint64)
-    return words.view(np.uint16).reshape(len(words), 16) if len(words) else np.zeros((0, 16), dtype=np.uint16)
-
-
 def hamming_distance(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Row-wise Hamming distances of two (n, 4) uint64 matrices."""
     return np.bitwise_count(np.bitwise_xor(left, right)).sum(axis=-1, dtype=np.int32)

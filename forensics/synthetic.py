@@ -13,7 +13,6 @@ the demo checkpoints are built from `skimage.data` photographs:
 from __future__ import annotations
 
 import functools
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,13 +153,6 @@ def generated_standin(rng: np.random.Generator, image: np.ndarray, generator_see
     return np.ascontiguousarray(array)
 
 
-def jpeg_roundtrip(rng: np.random.Generator, image: np.ndarray, quality_range=(70, 96)) -> np.ndarray:
-    """Re-compress as JPEG at a random quality (both classes get the same treatment)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(*quality_range)))
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-
-
 @dataclass(frozen=True)
 class SampleObject:
     relative_path: str
@@ -240,6 +232,8 @@ def write_provenance_examples(directory: Path, photo: tuple[str, np.ndarray], si
 HELD_OUT_PHOTOS = ("chelsea", "coins", "grass", "motorcycle_left", "motorcycle_right")
 CALIBRATION_PHOTOS = ("rocket", "clock", "gravel")
 PHOTO_SPLITS = ("train", "calibration", "heldout", "all")
+# Share of untouched images (empty masks) in a forgery or manipulations dataset: what thresholds are set against.
+AUTHENTIC_FRACTION = 0.2
 
 
 def photographs_for_split(split: str, package_photographs: str | Path | None = None) -> tuple[tuple[str, np.ndarray], ...]:
@@ -338,7 +332,7 @@ def write_forgery_dataset(
     seed: int,
     size: int = 256,
     split: str = "train",
-    authentic_fraction: float = 0.2,
+    authentic_fraction: float = AUTHENTIC_FRACTION,
     jpeg_quality=(70, 96),
 ) -> dict[str, int]:
     """A segmenter dataset, DEFACTO-style: `images/<stem>.jpg` and `masks/<stem>.png` (255 = pasted).

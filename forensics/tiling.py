@@ -25,6 +25,8 @@ from PIL import Image
 
 from forensics.model_card import NATIVE_CROPS, NATIVE_TILES, ModelCard
 
+TILES_PER_BATCH = 16  # tiles per model call: bounds the memory of a stitch whatever the image size
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of `tile` pixels covering [0, length) with at least `overlap` pixels shared.
@@ -189,7 +191,7 @@ def stitch_tiles(
     tile: int,
     overlap: int,
     max_tiles: int,
-    tiles_per_batch: int = 16,
+    tiles_per_batch: int = TILES_PER_BATCH,
 ) -> Iterator[tuple[np.ndarray, TilePlan]]:
     """For each (H, W, 3) uint8 image, in order: its stitched probability map at the analysed size, and its plan.
 
@@ -275,7 +277,7 @@ def stitch_two_scales(
     overlap: int,
     max_tiles: int,
     coarse_short_side: int,
-    tiles_per_batch: int = 16,
+    tiles_per_batch: int = TILES_PER_BATCH,
 ) -> Iterator[tuple[np.ndarray, TilePlan]]:
     """stitch_tiles, with each image also analysed shrunk to `coarse_short_side` (coarse_view) and the two
     maps averaged at the native map's size (mean_of_scales). The coarse image follows its native one

@@ -8,13 +8,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 MASK_COLOUR = (255, 40, 40)
+MASK_OPACITY = 0.45  # how strongly a mask tints the picture under it
 BELOW_THRESHOLD_COLOUR = (150, 150, 150)
 # One colour per manipulation type (a colour-blind-safe qualitative palette); types past the palette wrap around.
 TYPE_COLOURS = ((230, 25, 75), (0, 130, 200), (245, 130, 48), (60, 180, 75), (145, 30, 180), (70, 240, 240),
                 (240, 50, 230), (128, 128, 0))
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45,
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = MASK_OPACITY,
                  colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
     """Tint flagged pixels and outline the mask's bounding box; returns RGB uint8 at the image's size."""
     tinted = image.astype(np.float32).copy()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.end_to_end import EndToEndPlan
-from pipeline.config import ANALYSIS_MODES
+from pipeline.config import ANALYSIS_MODES, TRIAGE
 
 DEFAULT_SIZES = (256, 1024, 4096)
 QUICK_SIZES = (32, 64)
@@ -40,7 +40,7 @@ def run_end_to_end_comparison(args: argparse.Namespace) -> int:
 
     plan = EndToEndPlan(images=args.images, increment=args.increment, analysis=args.analysis,
                         batch_size=args.batch_size or EndToEndPlan.batch_size,
-                        results_prefix=args.results or (EndToEndPlan.results_prefix if args.analysis == "triage"
+                        results_prefix=args.results or (EndToEndPlan.results_prefix if args.analysis == TRIAGE
                                                          else Path(f"{EndToEndPlan.results_prefix}_{args.analysis}")),
                         command=_command_line())
     results = run_end_to_end(plan)
@@ -49,27 +49,44 @@ def run_end_to_end_comparison(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sizes(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+def archive_sizes(text: str) -> list[int]:
+    """--sizes: comma-separated positive image counts."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated image counts of at least 1 (e.g. 64,256), got {text!r}")
+    return sizes
+
+
+QUICK_BATCH_SIZE = 16
+QUICK_BARE_IMAGES = 32
+QUICK_RESULTS = Path(".data/bench/quick")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", type=_sizes, help=f"comma-separated archive sizes (default {','.join(map(str, DEFAULT_SIZES))})")
+    from bench.throughput import BenchmarkPlan
+
+    parser.add_argument("--sizes", type=archive_sizes, help=f"comma-separated archive sizes (default {','.join(map(str, DEFAULT_SIZES))})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a smoke run in a few minutes: sizes {','.join(map(str, QUICK_SIZES))}, batch 16, one "
-                             "setting, results under .data/bench/")
-    parser.add_argument("--batch-size", type=int, help="images per model call, bare loop and scan alike (default 32)")
+                        help=f"a smoke run in a few minutes: sizes {','.join(map(str, QUICK_SIZES))}, batch "
+                             f"{QUICK_BATCH_SIZE}, one setting, results under {QUICK_RESULTS.parent}/")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"images per model call, bare loop and scan alike (default {BenchmarkPlan.batch_size})")
     parser.add_argument("--setting", action="append", dest="settings", metavar="NAME:KNOB=V,...",
                         help="a pipeline setting to measure, e.g. 'two-actors:num_model_actors=2,cpus_per_actor=0.75,"
                              "decode_cpus=0.25'; repeat to compare; knobs are ScanConfig fields "
                              f"(default: {' and '.join(DEFAULT_SETTINGS)})")
     parser.add_argument("--warmup-images", type=int, help="size of the warm-up scan subtracted for steady state (default: one batch)")
-    parser.add_argument("--bare-images", type=int, default=96, help="images in the bare loop (default 96; it does not depend on archive size)")
-    parser.add_argument("--bare-threads", type=_sizes, default=None,
+    parser.add_argument("--bare-images", type=int, default=BenchmarkPlan.bare_images,
+                        help=f"images in the bare loop (default {BenchmarkPlan.bare_images}; it does not depend on archive size)")
+    parser.add_argument("--bare-threads", type=archive_sizes, default=None,
                         help="torch thread counts to try in the bare loop, e.g. 1,2; the fastest is the reference "
                              "(default: 1 and all cores)")
     parser.add_argument("--ray-cpus", type=int, help="logical CPUs of the local Ray instance (default: all cores)")
-    parser.add_argument("--results", type=Path, help="results path prefix (default bench/results/throughput, or .data/bench/quick with --quick)")
+    parser.add_argument("--results", type=Path, help=f"results path prefix (default {BenchmarkPlan.results_prefix}, "
+                                                     f"or {QUICK_RESULTS} with --quick)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     end_to_end = parser.add_argument_group(
         "end to end", "process start to exit on one local folder: bare loop, the Ray Data docs pipeline, "
@@ -89,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
         return run_end_to_end_comparison(args)
     from bench.throughput import BenchmarkPlan, PipelineSetting, render_table, run_benchmark
 
-    batch_size = args.batch_size or (16 if args.quick else 32)
+    batch_size = args.batch_size or (QUICK_BATCH_SIZE if args.quick else BenchmarkPlan.batch_size)
     try:
-        chosen = args.settings or (["defaults+16blocks:read_op_min_num_blocks=16"] if args.quick else DEFAULT_SETTINGS)
+        chosen = args.settings or (DEFAULT_SETTINGS[1:2] if args.quick else DEFAULT_SETTINGS)
         settings = [PipelineSetting.parse(text) for text in chosen]
     except ValueError as error:
         print(f"forgescan benchmark: {error}", file=sys.stderr)
@@ -101,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         batch_size=batch_size,
         warmup_images=args.warmup_images or batch_size,
-        bare_images=min(args.bare_images, 32) if args.quick else args.bare_images,
+        bare_images=min(args.bare_images, QUICK_BARE_IMAGES) if args.quick else args.bare_images,
         bare_torch_threads=tuple(args.bare_threads or sorted({1, os.cpu_count() or 1})),
         ray_cpus=args.ray_cpus,
-        results_prefix=args.results or (Path(".data/bench/quick") if args.quick else Path("bench/results/throughput")),
+        results_prefix=args.results or (QUICK_RESULTS if args.quick else BenchmarkPlan.results_prefix),
         show_progress=not args.no_progress,
         command=_command_line(),
     )

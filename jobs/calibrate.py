@@ -35,7 +35,7 @@ from jobs.cli import run_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from forensics.calibration import DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR
+    from forensics.calibration import DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR, EVALUATION_BATCH_SIZE
     from forensics.model_card import MIRROR_VIEWS
 
     parser.add_argument("model", choices=("classifier", "segmenter"))
@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="segmenter: also show the model each tile mirrored (2: left-right; 4: and top-bottom and "
                              "both) and average the logits (written into the card; 1 = off; default: as the card has it)")
     parser.add_argument("--output-checkpoint", help="write a calibrated copy here instead of updating --checkpoint in place")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=EVALUATION_BATCH_SIZE,
+                        help=f"images per model call (default {EVALUATION_BATCH_SIZE})")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
 
 

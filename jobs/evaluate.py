@@ -45,7 +45,7 @@ from jobs.cli import run_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from forensics.calibration import DEFAULT_TARGET_FPR
+    from forensics.calibration import DEFAULT_TARGET_FPR, EVALUATION_BATCH_SIZE
 
     parser.add_argument("model", choices=("classifier", "segmenter"))
     parser.add_argument("--checkpoint", action="append",
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="labelled set: real/ + fake/ or Parquet (classifier); images/ + masks/ (segmenter)")
     parser.add_argument("--masks", help="segmenter: mask folder, when --data is the images folder")
     parser.add_argument("--output", required=True, help="folder for metrics.json and the pictures")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=EVALUATION_BATCH_SIZE,
+                        help=f"images per model call (default {EVALUATION_BATCH_SIZE})")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--calibration-data",
                         help="classifier: fit each checkpoint's temperature and threshold on this labelled split (disjoint "

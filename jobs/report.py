@@ -20,18 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="archive (default): the latest row per object across all complete scans; "
                              "scan: the latest complete scan only")
     parser.add_argument("--scan-id", help="report this one scan (implies --view scan)")
-    parser.add_argument("--limit", type=int, default=50, help="how many images to show, highest score first (default 50)")
+    parser.add_argument("--limit", type=int, default=ReportRequest.limit,
+                        help=f"how many images to show, highest score first (default {ReportRequest.limit})")
     parser.add_argument("--verdict", action="append", choices=VERDICTS,
                         help="verdicts to show; repeat for several (default: ai_generated and manipulated)")
-    parser.add_argument("--min-score", type=float, default=0.0,
-                        help="only images whose larger score (ai or manipulation) is at least this (default 0)")
+    parser.add_argument("--min-score", type=float, default=ReportRequest.min_score,
+                        help="only images whose larger score (ai or manipulation) is at least this "
+                             f"(default {ReportRequest.min_score:g})")
     parser.add_argument("--picture", type=Path, help="also write a PNG contact sheet of the same images here")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint for the output and the images (as for scan)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.limit < 0 or not 0.0 <= args.min_score <= 1.0:
-        print("forgescan: error: --limit must be >= 0 and --min-score between 0 and 1", file=sys.stderr)
+    if args.limit < 0:
+        print(f"forgescan: error: --limit {args.limit}: the number of images to show must be 0 or more", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.min_score <= 1.0:
+        print(f"forgescan: error: --min-score {args.min_score:g}: scores are probabilities, pass a value between 0 and 1",
+              file=sys.stderr)
         return 2
     endpoint_url = resolve_endpoint_url(args.endpoint_url)
     try:
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     html_path = args.html
     if html_path is None:
         if results.location.protocol != "file":
-            print("forgescan: error: pass --html PATH to write the report of a remote output", file=sys.stderr)
+            print(f"forgescan: error: {results.location.uri} is not a local folder, so the report has no default "
+                  "place: pass --html PATH (a local file)", file=sys.stderr)
             return 2
         name = selection.scan_ids[0] if selection.view != ARCHIVE_VIEW else "archive"
         html_path = Path(results.location.path) / "_forgescan" / "reports" / f"{name}.html"

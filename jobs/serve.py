@@ -13,11 +13,15 @@ from pipeline.config import ANALYSIS_MODES
 from pipeline.serving import ServeConfig
 
 
-def _replicas(text: str) -> int | tuple[int, int]:
-    if "-" in text:
-        low, high = text.split("-", 1)
-        return int(low), int(high)
-    return int(text)
+def replica_count(text: str) -> int | tuple[int, int]:
+    """--replicas: N, or MIN-MAX for Serve's autoscaling (ServeConfig checks the numbers)."""
+    try:
+        if "-" in text:
+            low, high = text.split("-", 1)
+            return int(low), int(high)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 2 or 1-4), got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segmenter", help="segmenter .safetensors checkpoint (default: the bundled checkpoint)")
     parser.add_argument("--analysis", choices=ANALYSIS_MODES, default=defaults.analysis,
                         help=f"native-resolution crops and tiles, or the quick triage (default {defaults.analysis})")
-    parser.add_argument("--replicas", type=_replicas, default=defaults.replicas,
+    parser.add_argument("--replicas", type=replica_count, default=defaults.replicas,
                         help=f"Serve replicas, N or MIN-MAX for autoscaling (default {defaults.replicas})")
     parser.add_argument("--cpus-per-replica", type=float, default=defaults.cpus_per_replica,
                         help=f"CPUs per replica (default {defaults.cpus_per_replica:g})")

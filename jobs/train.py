@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from forensics import code_version
-from forensics.model_card import MANIPULATION_CLASSES, NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard
+from forensics.model_card import (DEFAULT_CLASSIFIER_NAME, DEFAULT_SEGMENTER_ARCH, DEFAULT_SEGMENTER_ENCODER,
+                                  MANIPULATION_CLASSES, NATIVE_CROPS, NATIVE_TILES, RESIZE_MODES, ModelCard)
 from jobs.cli import run_module
 
 MODELS = ("classifier", "segmenter")
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "segmenter, every image with a manipulation family (from the dataset's samples.csv). "
                            "A leave-one-family-out run, recorded in the card's training_data.excluded_families")
     model = parser.add_argument_group("model")
-    model.add_argument("--input-size", type=int, default=256, help="square model input in pixels (written to the card)")
+    model.add_argument("--input-size", type=int, default=_CARD_DEFAULTS["input_size"][0],
+                       help=f"square model input in pixels, written to the card (default {_CARD_DEFAULTS['input_size'][0]})")
     model.add_argument("--resize-mode", choices=RESIZE_MODES,
                        help="how images become model input, written to the card and followed by the scanner: "
                             "classifier native_crops (default: native-resolution crops, which keep generator traces that "
@@ -67,10 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--max-tiles", type=int, default=_CARD_DEFAULTS["max_tiles"],
                        help="segmenter, native_tiles: larger images are reduced to fit this many tiles "
                             f"(default {_CARD_DEFAULTS['max_tiles']})")
-    model.add_argument("--classifier-name", default="efficientnet_b0", help="timm model name")
-    model.add_argument("--arch", default="Unet", help="segmenter architecture (smp)")
-    model.add_argument("--encoder", default="efficientnet-b0",
-                       help="segmenter encoder (smp): efficientnet-b0 (default), resnet34 or vgg16_bn are tested end to end")
+    model.add_argument("--classifier-name", default=DEFAULT_CLASSIFIER_NAME,
+                       help=f"timm model name (default {DEFAULT_CLASSIFIER_NAME})")
+    model.add_argument("--arch", default=DEFAULT_SEGMENTER_ARCH, help=f"segmenter architecture, smp (default {DEFAULT_SEGMENTER_ARCH})")
+    model.add_argument("--encoder", default=DEFAULT_SEGMENTER_ENCODER,
+                       help=f"segmenter encoder, smp (default {DEFAULT_SEGMENTER_ENCODER}); resnet34 and vgg16_bn are also "
+                            "tested end to end")
     model.add_argument("--classes", default="1",
                        help="segmenter classes: 1 for a binary segmenter (manipulated or not), or the class names by id, "
                             "comma-separated, id 0 first and authentic, e.g. "
@@ -111,6 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--full-precision", action="store_true", help="store float32 weights (default float16, half the size)")
 
 
+class TrainingFailed(RuntimeError):
+    """A Ray Train run that ended in an error: the message says where its logs are."""
+
+
 def run(args: argparse.Namespace) -> int:
     from forensics.training import DatasetError
 
@@ -123,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError) as error:
         print(f"forgescan train: {error}", file=sys.stderr)
         return 2
+    except TrainingFailed as error:
+        print(f"forgescan train: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -279,17 +290,27 @@ def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, n
         "card": card.to_dict(), "train_samples": train_samples, "valid_samples": valid_samples,
         "settings": _settings(args).to_dict(), "half": not args.full_precision, "description": name,
     }
+    trainer_run_name = f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     trainer = TorchTrainer(
         _ray_train_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu,
                                      resources_per_worker={"CPU": args.cpus_per_worker}),
-        run_config=RunConfig(name=f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}",
+        run_config=RunConfig(name=trainer_run_name,
                              storage_path=str((output / "ray_results").resolve())),
     )
-    result = trainer.fit()
+    from ray.train import TrainingFailedError
+
+    run_folder = output / "ray_results" / trainer_run_name
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as error:
+        raise TrainingFailed(f"Training {name} failed: {error}. The workers' logs are under {run_folder} and "
+                             "Ray's session logs (/tmp/ray/session_latest/logs); fix the cause and rerun the same "
+                             "command.") from error
     if getattr(result, "error", None) is not None:
-        raise RuntimeError(f"Training {name} failed: {result.error}")
+        raise TrainingFailed(f"Training {name} failed: {result.error}. The workers' logs are under {run_folder}; "
+                             "fix the cause and rerun the same command.")
     destination = output / name
     if destination.exists():
         shutil.rmtree(destination)

@@ -14,6 +14,7 @@ AUTO = "auto"
 # CPUs the scan's own tasks need beside the model actors: Ray Data's streaming repartition runs as a 1-CPU task;
 # the listing and write tasks take a quarter each, and run between its turns.
 PIPELINE_TASK_CPUS = 1.0
+LIGHT_TASK_CPUS = 0.25  # the listing, skip, row-assembly and write tasks' ask
 
 
 class ConfigError(ValueError):

@@ -13,14 +13,14 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.schema import LISTING_SCHEMA
-from pipeline.storage import iter_listing
+from pipeline.storage import LISTING_PAGE_SIZE, iter_listing
 
 
 class ArchiveListing(Datasource):
     """Lists every object under a source (or every URI in a manifest) as rows."""
 
-    def __init__(self, source: str, endpoint_url: str | None, storage_options: dict | None, page_size: int = 1000,
-                 extensions: tuple[str, ...] = (), block_rows: int = 64, exclude: str | None = None):
+    def __init__(self, source: str, endpoint_url: str | None, storage_options: dict | None, *, block_rows: int,
+                 page_size: int = LISTING_PAGE_SIZE, extensions: tuple[str, ...] = (), exclude: str | None = None):
         self.source = source
         self.endpoint_url = endpoint_url
         self.storage_options = storage_options or {}

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from PIL import Image, ImageOps
 
 from forensics import masks as _masks
-from forensics.visualize import MASK_COLOUR, overlay_mask
+from forensics.visualize import MASK_COLOUR, MASK_OPACITY, overlay_mask
 from pipeline import results, schema
 from pipeline.storage import read_object, resolve_endpoint_url, storage_options_key
 
@@ -109,7 +109,7 @@ def read_image(uri: str, endpoint_url: str | None = None) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
-def overlay(row: Any, image: np.ndarray | None = None, endpoint_url: str | None = None, opacity: float = 0.45,
+def overlay(row: Any, image: np.ndarray | None = None, endpoint_url: str | None = None, opacity: float = MASK_OPACITY,
             colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
     """The row's image (read from its URI unless given) with its mask tinted in and its bounding box outlined."""
     mask = decode_mask(row)

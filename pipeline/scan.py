@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from forensics.checkpoint import CheckpointError, bundled_checkpoint, read_checkpoint, validate_weights
 from forensics.model_card import CLASSIFIER, SEGMENTER, ModelCard, default_classifier_card, default_segmenter_card
-from pipeline.config import TRIAGE, ScanConfig
+from pipeline.config import LIGHT_TASK_CPUS, TRIAGE, ScanConfig
 from pipeline.listing import ArchiveListing
 from pipeline.sink import CommittedParquetSink, scan_directory
 from pipeline.hash_bank import load_hash_bank, match_hash_bank
@@ -324,7 +324,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
         listed_objects = ray.data.read_datasource(
             ArchiveListing(config.source, endpoint_url, config.storage_options, extensions=config.extensions,
                            block_rows=listing_block_rows, exclude=output.uri),
-            override_num_blocks=1, num_cpus=0.25,
+            override_num_blocks=1, num_cpus=LIGHT_TASK_CPUS,
         )
         skip_arguments = {"skip_uris_ref": ray.put(plan.skip_uris), "skip_identities_ref": ray.put(plan.skip_identities),
                           "skip_permanent_errors_ref": ray.put(plan.skip_permanent_errors),
@@ -335,7 +335,7 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
             # own task (listing rows only, no pixels), and start only the model actors the remaining objects can
             # keep busy: none when nothing is new.
             remaining = listed_objects.map_batches(skip_done_objects, batch_format="pyarrow", batch_size=None,
-                                                   num_cpus=0.25, fn_kwargs=skip_arguments).materialize()
+                                                   num_cpus=LIGHT_TASK_CPUS, fn_kwargs=skip_arguments).materialize()
             pending = remaining.count()
             dataset = remaining.repartition(target_num_rows_per_block=listing_block_rows)
         else:
@@ -367,18 +367,18 @@ def _run_scan(config: ScanConfig, lease: LeaseKeeper, clock: PhaseClock) -> Scan
             # (e.g. killed for memory) and retry its batch; nothing is lost.
         )
         dataset = dataset.map_batches(
-            assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=0.25,
+            assemble_rows, batch_format="numpy", batch_size=config.batch_size, num_cpus=LIGHT_TASK_CPUS,
             fn_kwargs={"scan_id": plan.scan_id, **row_settings(classifier_card, segmenter_card)},
         )
         if hash_bank is not None:
             dataset = dataset.map_batches(match_hash_bank, batch_format="pyarrow", batch_size=config.batch_size,
-                                          num_cpus=0.25, fn_kwargs={"bank": hash_bank})
+                                          num_cpus=LIGHT_TASK_CPUS, fn_kwargs={"bank": hash_bank})
         # A quarter CPU per write task: with a full CPU the writes wait behind the decode and
         # model stages, and results would only be committed at the very end of a scan.
         if pending != 0:
             dataset.write_datasink(CommittedParquetSink(output, plan.scan_id, endpoint_url, options_json,
                                                         rows_per_file=config.rows_per_file),
-                                   ray_remote_args={"num_cpus": 0.25})
+                                   ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
         listing = ray.get(counter.get.remote())
     except Exception as error:
         raise ScanError(

@@ -78,12 +78,17 @@ class ServeConfig:
     gpus_per_replica: float = 0.0
 
     def __post_init__(self) -> None:
+        # Each message names the setting as a Serve config's `args` spells it and as `forgescan serve` does.
         if self.analysis not in ANALYSIS_MODES:
-            raise ValueError(f"analysis must be one of {list(ANALYSIS_MODES)}, got `{self.analysis}`")
+            raise ValueError(f"analysis (--analysis) must be one of {list(ANALYSIS_MODES)}, got `{self.analysis}`")
         if self.max_upload_bytes < 1:
-            raise ValueError(f"max_upload_bytes must be at least 1, got {self.max_upload_bytes}")
+            raise ValueError(f"max_upload_bytes (--max-upload-bytes) must be at least 1, got {self.max_upload_bytes}")
         if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+            raise ValueError(f"max_batch_size (--max-batch-size) must be at least 1, got {self.max_batch_size}")
+        low, high = self.replicas if isinstance(self.replicas, tuple) else (self.replicas, self.replicas)
+        if not 1 <= low <= high:
+            shown = f"{low}-{high}" if isinstance(self.replicas, tuple) else self.replicas
+            raise ValueError(f"replicas (--replicas) must be N >= 1 or MIN-MAX with 1 <= MIN <= MAX, got {shown}")
 
     @classmethod
     def from_dict(cls, settings: dict) -> "ServeConfig":  # noqa: UP037
@@ -250,7 +255,7 @@ class ForgeryDetector:
             data, self.models.classifier, self.models.segmenter, self.config.max_pixels)
         return DecodedUpload(filename, len(data), hashlib.sha256(data).hexdigest(), facts, classifier_input, segmenter_input)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)  # set per replica in __init__
     async def score_batch(self, uploads: list[DecodedUpload]) -> list[dict]:
         return await asyncio.get_running_loop().run_in_executor(self.model_calls, self.models.score, uploads)
 

@@ -102,7 +102,7 @@ class CommittedParquetSink(Datasink):
     """Writes output-schema rows of one scan; returns the committed file and its row count per task."""
 
     def __init__(self, output: Location, scan_id: str, endpoint_url: str | None, storage_options_json: str,
-                 rows_per_file: int = 512):
+                 rows_per_file: int):
         self.directory = scan_directory(output, scan_id)
         self.endpoint_url = endpoint_url
         self.storage_options_json = storage_options_json

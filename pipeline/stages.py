@@ -54,8 +54,8 @@ def fetch_and_decode(
     max_pixels: int,
     endpoint_url: str | None,
     storage_options_json: str,
-    max_bytes: int | None = None,
-    min_side: int = 1,
+    max_bytes: int | None,
+    min_side: int,
 ) -> dict[str, np.ndarray]:
     """Read each object, hash it, decode it, cut what each model sees; failures become error rows.
 

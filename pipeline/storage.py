@@ -259,11 +259,14 @@ def listing_entry(uri: str, size: int | None, etag: str | None, mtime, error: st
     }
 
 
+LISTING_PAGE_SIZE = 1000  # entries per listing page: what one S3 ListObjectsV2 call returns at most
+
+
 def iter_listing(
     source: str,
     endpoint_url: str | None = None,
     storage_options: dict | None = None,
-    page_size: int = 1000,
+    page_size: int = LISTING_PAGE_SIZE,
     extensions: tuple[str, ...] = (),
     exclude: str | None = None,
 ) -> Iterator[list[dict]]:

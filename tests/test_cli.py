@@ -95,3 +95,37 @@ def test_standard_endpoint_variable_is_honoured(s3, s3_endpoint, monkeypatch):
     assert check_source("s3://endpoint-from-env/p", None).location.bucket == "endpoint-from-env"
     pages = list(iter_listing("s3://endpoint-from-env/p"))
     assert [entry["uri"] for entry in pages[0]] == ["s3://endpoint-from-env/p/a.jpg"]
+
+
+@pytest.mark.parametrize("command, flags, named", [
+    ("serve", ["--replicas", "two"], "N or MIN-MAX"),
+    ("benchmark", ["--sizes", "64,lots"], "comma-separated image counts"),
+    ("benchmark", ["--sizes", "0"], "comma-separated image counts"),
+])
+def test_a_malformed_flag_value_names_the_form_expected_not_a_function(command, flags, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser(only=command).parse_args([command, *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert named in error and flags[0] in error and "_replicas" not in error and "_sizes" not in error
+
+
+@pytest.mark.parametrize("replicas", ["0", "3-1"])
+def test_serve_refuses_replica_counts_serve_cannot_run_naming_the_flag(replicas, capsys):
+    from jobs import serve
+
+    args = build_parser(only="serve").parse_args(["serve", "--replicas", replicas])
+    assert serve.run(args) == 2
+    assert f"(--replicas) must be N >= 1 or MIN-MAX with 1 <= MIN <= MAX, got {replicas}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "-1"], "--limit -1: the number of images to show must be 0 or more"),
+    (["--min-score", "1.5"], "--min-score 1.5: scores are probabilities, pass a value between 0 and 1"),
+])
+def test_report_names_the_flag_and_the_value_it_refuses(flags, message, tmp_path, capsys):
+    from jobs import report
+
+    args = build_parser(only="report").parse_args(["report", str(tmp_path), *flags])
+    assert report.run(args) == 2
+    assert message in capsys.readouterr().err

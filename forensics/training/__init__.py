@@ -10,7 +10,6 @@ from forensics.training.datasets import (
     find_image_mask_pairs,
     find_labelled_images,
     fingerprint_samples,
-    label_from_folder,
     load_mask,
     manipulation_families_of,
     without_families,
@@ -22,6 +21,6 @@ from forensics.training.splits import holdout_split, stratified_folds
 __all__ = [
     "FAKE", "REAL", "AugmentConfig", "DatasetError", "ImageMaskPair", "LabelledImage", "TrainResult", "TrainSettings",
     "WorkerContext", "augment", "calibrate_card", "find_image_mask_pairs", "find_labelled_images", "fingerprint_samples",
-    "holdout_split", "label_from_folder", "load_mask", "manipulation_families_of", "resize_like_scanner",
+    "holdout_split", "load_mask", "manipulation_families_of", "resize_like_scanner",
     "stratified_folds", "train_model", "without_families", "without_manipulation_families",
 ]

@@ -68,11 +68,6 @@ def _list_images(filesystem, root: str) -> list[str]:
     return sorted(p for p in filesystem.find(root) if p.lower().endswith(IMAGE_SUFFIXES))
 
 
-def label_from_folder(parts: list[str]) -> int | None:
-    """The label named by the nearest class folder in a path (real = 0, fake = 1), or None."""
-    return label_and_family_from_folder(parts)[0]
-
-
 def label_and_family_from_folder(parts: list[str]) -> tuple[int | None, str | None]:
     """The label of the nearest class folder, and the family: the folder right below a `fake/` folder
     (`fake/<family>/x.jpg`, as `forgescan make-dataset real-fake` writes), `real` for real images."""

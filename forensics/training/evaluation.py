@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from forensics.calibration import sigmoid
+from forensics.calibration import EVALUATION_BATCH_SIZE, sigmoid
 from forensics.decode import decode_image
 from forensics import inference
 from forensics.inference import ModelPredictor
 from forensics.tiling import classifier_view, segmenter_view
-from forensics.masks import class_index_map, class_probabilities, manipulation_logits, manipulation_score, upsample_probabilities
+from forensics.masks import TOP_FRACTION, class_index_map, class_probabilities, manipulation_logits, manipulation_score, upsample_probabilities
 from forensics.metrics import PixelCounts
 from forensics.training.datasets import ImageMaskPair, LabelledImage, load_class_mask, read_sample_bytes
-from forensics.training.loops import PIXEL_SAMPLE_PER_IMAGE, TOP_FRACTION
+from forensics.training.loops import PIXEL_SAMPLE_PER_IMAGE
 
 
 def _batches(items: list, size: int):
@@ -40,7 +40,8 @@ def _decode(data: bytes, name: str, card) -> tuple[np.ndarray, tuple[int, int]]:
     return decoded.inputs[card.input_spec], (decoded.height, decoded.width)
 
 
-def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage],
+                      batch_size: int = EVALUATION_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Raw logits (no temperature) and labels for every sample."""
     from tqdm.auto import tqdm
 
@@ -85,7 +86,8 @@ class SegmenterOutputs:
 
 
 def segmenter_outputs(
-    predictor: ModelPredictor, pairs: list[ImageMaskPair], batch_size: int = 16, seed: int = 0, keep_examples: int = 6
+    predictor: ModelPredictor, pairs: list[ImageMaskPair], batch_size: int = EVALUATION_BATCH_SIZE, seed: int = 0,
+    keep_examples: int = 6
 ) -> SegmenterOutputs:
     """Run the segmenter; pixel counts use the card's temperature and pixel threshold at ORIGINAL resolution."""
     import fsspec

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from forensics.calibration import (DEFAULT_TARGET_FPR, DEFAULT_TARGET_PIXEL_FPR, check_target_pixel_fpr, decision_threshold,
                                    fit_temperature, pixel_threshold, sigmoid)
-from forensics.masks import manipulation_score
+from forensics.masks import TOP_FRACTION, manipulation_score
 from forensics.metrics import PixelCounts, class_metrics, classification_metrics
 from forensics.model_card import CLASSIFIER, ModelCard
 from forensics.models import build_model
@@ -30,7 +30,6 @@ from forensics.training.augment import AugmentConfig, augment
 from forensics.training.datasets import ImageMaskPair, LabelledImage, load_class_mask, open_rgb, read_sample_bytes
 
 PIXEL_SAMPLE_PER_IMAGE = 4096
-TOP_FRACTION = 0.01  # as forensics.masks.manipulation_score
 
 
 @dataclass(frozen=True)
