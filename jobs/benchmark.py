@@ -19,7 +19,10 @@ from bench.end_to_end import EndToEndPlan
 from pipeline.config import ANALYSIS_MODES, TRIAGE
 
 DEFAULT_SIZES = (256, 1024, 4096)
-QUICK_SIZES = (32, 64)
+QUICK_SIZES = (32, 64)  # --quick: a smoke run in a few minutes
+QUICK_BATCH_SIZE = 16
+QUICK_BARE_IMAGES = 32
+QUICK_RESULTS = Path(".data/bench/quick")
 # The best settings measured on the 2-CPU reference machine, then the ScanConfig defaults for comparison
 # (docs/performance.md explains each knob).
 DEFAULT_SETTINGS = (
@@ -58,11 +61,6 @@ def archive_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated image counts of at least 1 (e.g. 64,256), got {text!r}")
     return sizes
-
-
-QUICK_BATCH_SIZE = 16
-QUICK_BARE_IMAGES = 32
-QUICK_RESULTS = Path(".data/bench/quick")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
