@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -117,6 +118,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 class TrainingFailed(RuntimeError):
     """A Ray Train run that ended in an error: the message says where its logs are."""
+
+
+def worker_error(error: Exception) -> str:
+    """The root cause in a Ray Train failure, without the traceback around it: the last `SomeError: message`
+    line of Ray's error snippet (e.g. a DatasetError naming the image a worker could not decode)."""
+    causes = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", str(error), flags=re.MULTILINE)
+    if not causes:
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    kind, message = causes[-1]
+    return message if kind == "DatasetError" else f"{kind}: {message}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -305,9 +316,9 @@ def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, n
     try:
         result = trainer.fit()
     except TrainingFailedError as error:
-        raise TrainingFailed(f"Training {name} failed: {error}. The workers' logs are under {run_folder} and "
-                             "Ray's session logs (/tmp/ray/session_latest/logs); fix the cause and rerun the same "
-                             "command.") from error
+        raise TrainingFailed(f"Training {name} failed in a worker: {worker_error(error)} The full traceback is in the "
+                             f"workers' logs under {run_folder} and Ray's session logs (/tmp/ray/session_latest/logs); "
+                             "fix the cause and rerun the same command.") from error
     if getattr(result, "error", None) is not None:
         raise TrainingFailed(f"Training {name} failed: {result.error}. The workers' logs are under {run_folder}; "
                              "fix the cause and rerun the same command.")

@@ -372,3 +372,22 @@ def test_a_private_training_instance_prints_only_the_placement_group_cleaners_er
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
     assert "CLEANER-ERROR" in output and "CLEANER-WARNING" not in output
+
+
+def test_a_ray_train_run_that_fails_in_a_worker_names_the_image_and_the_log_folder(tiny_datasets, tmp_path, ray_local, capsys):
+    import shutil
+
+    from jobs import train
+
+    data = tmp_path / "forgery"
+    shutil.copytree(tiny_datasets / "forgery", data)
+    broken = sorted((data / "images").iterdir())[0]
+    broken.write_bytes(b"not an image")  # found by the listing; only a worker's decode meets it
+    args = _train_args(model="segmenter", data=data, output=tmp_path / "out", valid_fraction=0.3, epochs=1,
+                       batch_size=4, input_size=64, threads=1, cpus_per_worker=1, tile_overlap=8, max_tiles=50)
+    assert train.run(args) == 1
+    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("forgescan train:")]
+    assert len(ours) == 1  # one line: the root cause, not Ray's error snippet (the workers' own logs may follow)
+    error = ours[0]
+    assert "failed in a worker: Cannot decode image" in error and broken.name in error and "Remove or replace the file" in error
+    assert str(tmp_path / "out" / "ray_results") in error and "rerun the same command" in error
