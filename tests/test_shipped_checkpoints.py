@@ -17,7 +17,9 @@ def test_shipped_checkpoint_is_trained_small_and_fully_carded(kind):
     assert path.stat().st_size < 20 * 1024 * 1024
     model, card = load_checkpoint(path, expected_kind=kind)
     assert card.trained and "untrained" not in card.version
-    assert card.training_data.get("sha256") and card.reproduce.startswith(("forgescan ", "python -m jobs."))
+    steps = card.reproduce.split(" && ")  # every step a forgescan command (or the backbone export training reads)
+    assert card.training_data.get("sha256") and all(
+        step.startswith(("forgescan ", "python -m jobs.", "python -m forensics.training.backbones ")) for step in steps)
     assert card.metrics and card.temperature > 0
     expected = {"ai_generated"} if kind == "classifier" else {"pixel", "manipulated"}
     assert expected <= set(card.thresholds)
