@@ -52,15 +52,24 @@ def run_end_to_end_comparison(args: argparse.Namespace) -> int:
     return 0
 
 
-def archive_sizes(text: str) -> list[int]:
-    """--sizes: comma-separated positive image counts."""
+def _positive_integers(text: str, what: str, example: str) -> list[int]:
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        numbers = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated image counts of at least 1 (e.g. 64,256), got {text!r}")
-    return sizes
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what} of at least 1 (e.g. {example}), got {text!r}")
+    return numbers
+
+
+def archive_sizes(text: str) -> list[int]:
+    """--sizes: comma-separated image counts."""
+    return _positive_integers(text, "image counts", "64,256")
+
+
+def thread_counts(text: str) -> list[int]:
+    """--bare-threads: comma-separated torch thread counts."""
+    return _positive_integers(text, "thread counts", "1,2")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-images", type=int, help="size of the warm-up scan subtracted for steady state (default: one batch)")
     parser.add_argument("--bare-images", type=int, default=BenchmarkPlan.bare_images,
                         help=f"images in the bare loop (default {BenchmarkPlan.bare_images}; it does not depend on archive size)")
-    parser.add_argument("--bare-threads", type=archive_sizes, default=None,
+    parser.add_argument("--bare-threads", type=thread_counts, default=None,
                         help="torch thread counts to try in the bare loop, e.g. 1,2; the fastest is the reference "
                              "(default: 1 and all cores)")
     parser.add_argument("--ray-cpus", type=int, help="logical CPUs of the local Ray instance (default: all cores)")

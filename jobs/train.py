@@ -123,9 +123,10 @@ class TrainingFailed(RuntimeError):
 def worker_error(error: Exception) -> str:
     """The root cause in a Ray Train failure, without the traceback around it: the last `SomeError: message`
     line of Ray's error snippet (e.g. a DatasetError naming the image a worker could not decode)."""
-    causes = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", str(error), flags=re.MULTILINE)
+    text = str(error).strip()
+    causes = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", text, flags=re.MULTILINE)
     if not causes:
-        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return text.splitlines()[0] if text else type(error).__name__
     kind, message = causes[-1]
     return message if kind == "DatasetError" else f"{kind}: {message}"
 
@@ -315,13 +316,13 @@ def fit_with_ray_train(args, card, train_samples, valid_samples, output: Path, n
     run_folder = output / "ray_results" / trainer_run_name
     try:
         result = trainer.fit()
+        failure = getattr(result, "error", None)  # a Result that carries the error instead of raising it
     except TrainingFailedError as error:
-        raise TrainingFailed(f"Training {name} failed in a worker: {worker_error(error)} The full traceback is in the "
+        failure = error
+    if failure is not None:
+        raise TrainingFailed(f"Training {name} failed in a worker: {worker_error(failure)} The full traceback is in the "
                              f"workers' logs under {run_folder} and Ray's session logs (/tmp/ray/session_latest/logs); "
-                             "fix the cause and rerun the same command.") from error
-    if getattr(result, "error", None) is not None:
-        raise TrainingFailed(f"Training {name} failed: {result.error}. The workers' logs are under {run_folder}; "
-                             "fix the cause and rerun the same command.")
+                             "fix the cause and rerun the same command.") from failure
     destination = output / name
     if destination.exists():
         shutil.rmtree(destination)
