@@ -86,9 +86,10 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         lap("segmenter")
         for image, ai_score, probability, score in zip(decoded, ai_scores, probabilities, scores):
             probability = probability.astype(np.float32)
-            if probability.ndim == 3:  # a multi-class card: one RLE per class present, as the scan writes them
-                summarise_classes(probability, image.height, image.width, pixel_threshold, tuple(segmenter.card.class_names))
-            summarise_mask(manipulated_probabilities(probability), image.height, image.width, pixel_threshold)
+            if score >= manipulated_threshold:  # as the scan writes them: masks for a flagged image only
+                if probability.ndim == 3:  # a multi-class card: one RLE per class present
+                    summarise_classes(probability, image.height, image.width, pixel_threshold, tuple(segmenter.card.class_names))
+                summarise_mask(manipulated_probabilities(probability), image.height, image.width, pixel_threshold)
             verdict = decide_verdict(float(ai_score), score, ai_threshold, manipulated_threshold)
             verdicts[verdict.label] = verdicts.get(verdict.label, 0) + 1
         lap("masks_and_verdicts")

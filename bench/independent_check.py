@@ -11,9 +11,12 @@ Each image goes through the scan's own forensics path (decode_image, the
 cards' native views, stitched tiles, calibrated scores), so the figures are
 what a scan of this archive would write. A check that reports; it never asserts.
 Beside the JSON it draws, for an authentic and a spliced image of each
-photograph, the image, the true mask, P(manipulated) and the predicted mask
-(same name, `.jpg`). Each spliced row also says how it was made (resample
-factor, edge blur, JPEG quality, region share), its own pixel F1, and how it
+photograph, the image, the true mask, P(manipulated) and the mask a scan
+writes (same name, `.jpg`; none for an image below the `manipulated`
+threshold). Pixel F1 counts those masks; `pixel_f1_every_image_masked`
+counts every image's map at the pixel threshold, as scans wrote before
+7 Dec 2026. Each spliced row also says how it was made (resample factor,
+edge blur, JPEG quality, region share), its own pixel F1, and how it
 stands out in its own map whatever the threshold (splice_visibility), so that
 the splices a segmenter misses can be told apart: unseen, or seen too weakly.
 
@@ -214,8 +217,8 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     segmenter = SegmenterPredictor.from_checkpoint(segmenter_checkpoint or bundled_checkpoint("segmenter"))
     if analysis == "triage":
         classifier.card, segmenter.card = classifier.card.for_triage(), segmenter.card.for_triage()
-    threshold = segmenter.card.threshold("pixel")
-    counts, all_ones = PixelCounts(), PixelCounts()
+    threshold, manipulated_threshold = segmenter.card.threshold("pixel"), segmenter.card.threshold("manipulated")
+    counts, every_image_masked, all_ones = PixelCounts(), PixelCounts(), PixelCounts()
     rows, examples, shown = [], [], set()
     for item in build_archive(count, photographs=photographs):
         decoded = decode_image(item["data"], [classifier.card.input_spec, segmenter.card.input_spec])
@@ -224,9 +227,12 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         probabilities = next(segmenter.probability_maps([view]))
         score = segmenter.image_score(probabilities)
         manipulated = upsample_probabilities(manipulated_probabilities(probabilities), decoded.height, decoded.width)
-        predicted = manipulated >= threshold  # the mask a scan writes (forensics.masks.mask_at_original_size)
+        marked = manipulated >= threshold  # the map at the pixel threshold (forensics.masks.mask_at_original_size)
+        # the mask a scan writes (pipeline.stages.assemble_rows): none for an image below the `manipulated` threshold
+        predicted = marked if score >= manipulated_threshold else np.zeros_like(marked)
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
+            every_image_masked.add(marked, item["mask"])
             all_ones.add(np.ones_like(item["mask"]), item["mask"])
         row = {"name": item["name"], "kind": item["kind"], "ai_score": ai, "manipulation_score": score,
                "flagged_pixel_share": float(predicted.mean())}
@@ -237,7 +243,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         if item["kind"] != "generated" and (item["photo"], item["kind"]) not in shown:  # one of each per photograph
             shown.add((item["photo"], item["kind"]))
             picture = np.asarray(Image.open(io.BytesIO(item["data"])).convert("RGB"))
-            examples.append((picture, item["mask"], manipulated))
+            examples.append((picture, item["mask"], manipulated, predicted))
     kinds = np.array([r["kind"] for r in rows])
     ai_scores = np.array([r["ai_score"] for r in rows])
     manipulation = np.array([r["manipulation_score"] for r in rows])
@@ -246,7 +252,9 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         "command": "python -m bench.independent_check " + " ".join(sys.argv[1:]),
         "images": count, "analysis": analysis, "photographs": photographs,
         "models": {"classifier": classifier.card.version, "segmenter": segmenter.card.version}, "pixel_threshold": threshold,
-        "pixel_f1": counts.to_dict().get("pixel_f1"), "pixel_f1_all_ones_mask": all_ones.to_dict().get("pixel_f1"),
+        "manipulated_threshold": manipulated_threshold,
+        "pixel_f1": counts.to_dict().get("pixel_f1"), "pixel_f1_every_image_masked": every_image_masked.to_dict().get("pixel_f1"),
+        "pixel_f1_all_ones_mask": all_ones.to_dict().get("pixel_f1"),
         "authentic_flagged_pixel_share": float(np.mean([r["flagged_pixel_share"] for r in rows if r["kind"] == "authentic"])),
         "manipulation_roc_auc": float(roc_auc_score(kinds[not_generated] == "spliced", manipulation[not_generated])),
         "ai_generated_roc_auc": float(roc_auc_score(kinds == "generated", ai_scores)),

@@ -68,6 +68,10 @@ class PixelCounts:
         """The counts of two sets of masks together (`sum(many, PixelCounts())` pools a subset of images)."""
         return PixelCounts(*(mine + theirs for mine, theirs in zip(astuple(self), astuple(other))))
 
+    def unmarked(self) -> "PixelCounts":
+        """The counts of the same truth with nothing predicted (an image that gets no mask)."""
+        return PixelCounts(0, 0, self.positive_pixels, self.total_pixels - self.positive_pixels, self.positive_pixels, self.total_pixels)
+
     @property
     def f1(self) -> float:
         denominator = 2 * self.true_positive + self.false_positive + self.false_negative
@@ -277,14 +281,15 @@ def _save(figure, path: str | Path) -> Path:
 
 
 def plot_mask_examples(examples, path: str | Path, threshold: float = 0.5, title: str = "Segmenter examples") -> Path:
-    """Rows of (image, true mask, predicted probability, predicted mask) at model resolution."""
+    """Rows of (image, true mask, predicted probability, predicted mask) at model resolution. An example is
+    (image, truth, probability), whose mask is the map at `threshold`, or (image, truth, probability, mask) with
+    the mask a scan wrote (none for an image below the `manipulated` threshold)."""
     plt = _pyplot()
     rows = max(1, len(examples))
     figure, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows), squeeze=False)
-    for row, (image, truth, probability) in enumerate(examples):
-        for column, (picture, name) in enumerate(
-            ((image, "image"), (truth, "true mask"), (probability, "P(manipulated)"), (probability >= threshold, "predicted"))
-        ):
+    for row, (image, truth, probability, *written) in enumerate(examples):
+        mask = (written[0], "mask written") if written else (probability >= threshold, "map at the pixel threshold")
+        for column, (picture, name) in enumerate(((image, "image"), (truth, "true mask"), (probability, "P(manipulated)"), mask)):
             axes[row, column].imshow(picture, cmap=None if picture.ndim == 3 else "gray", vmin=0, vmax=1 if picture.ndim == 2 else None)
             axes[row, column].set_axis_off()
             if row == 0:

@@ -170,7 +170,7 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
     def pick(figures):
         return {k: figures[k] for k in keys if k in figures}
     headline = {name: pick(value) if isinstance(value, dict) else value for name, value in summary.items()
-                if name in ("ensemble", "pixel", "image_level", "count", "checkpoint")}
+                if name in ("ensemble", "pixel", "pixel_every_image_masked", "image_level", "count", "checkpoint")}
     if "classes" in summary:
         headline["classes"] = {"mean_iou": summary["classes"]["mean_iou"],
                                "iou": {name: values["iou"] for name, values in summary["classes"]["per_class"].items()}}
@@ -323,6 +323,10 @@ def classifier_report(summary: dict[str, Any], checkpoints: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MASKS_AS_WRITTEN = "as a scan writes them: only images whose manipulation score reaches the `manipulated` threshold get a mask"
+MASKS_OF_EVERY_IMAGE = "every image's map at the pixel threshold, whatever its manipulation score (the masks before 7 Dec 2026)"
+
+
 def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, Any]:
     from forensics.metrics import classification_metrics, plot_confusion_matrix, plot_mask_examples, plot_roc_curves
     from forensics.training import find_image_mask_pairs, fingerprint_samples
@@ -332,19 +336,23 @@ def evaluate_segmenter(args, checkpoints: list[str], output: Path) -> dict[str, 
         raise ValueError("Evaluate one segmenter checkpoint at a time (pass --checkpoint once).")
     pairs = find_image_mask_pairs(args.data, args.masks)
     predictor = _predictor(checkpoints[0], "segmenter", args.device)
-    outputs = segmenter_outputs(predictor, pairs, args.batch_size)
+    every_image = segmenter_outputs(predictor, pairs, args.batch_size)
     card = predictor.card
+    scores = every_image.manipulation_scores(card.temperature, card.score_calibration)
+    outputs = every_image.as_written(scores, card.threshold("manipulated"))
     summary: dict[str, Any] = {
         "data": str(args.data), "data_fingerprint": fingerprint_samples(pairs), "count": len(pairs),
         "checkpoint": checkpoints[0], "version": card.version, "temperature": card.temperature,
-        "pixel": {"threshold": card.threshold("pixel"), "resolution": "original image size", **outputs.pixel_counts.to_dict()},
+        "pixel": {"threshold": card.threshold("pixel"), "resolution": "original image size", "masks": MASKS_AS_WRITTEN,
+                  **outputs.pixel_counts.to_dict()},
+        "pixel_every_image_masked": {"threshold": card.threshold("pixel"), "resolution": "original image size",
+                                     "masks": MASKS_OF_EVERY_IMAGE, **every_image.pixel_counts.to_dict()},
     }
     output.mkdir(parents=True, exist_ok=True)
     has_mask = np.array(outputs.has_mask)
     if has_mask.any() and not has_mask.all():
         from forensics.calibration import expected_calibration_error
 
-        scores = outputs.manipulation_scores(card.temperature, card.score_calibration)
         summary["image_level"] = classification_metrics(has_mask, scores, card.threshold("manipulated"),
                                                         class_names=("authentic", "manipulated"))
         summary["image_level"]["expected_calibration_error"] = expected_calibration_error(scores, has_mask)
@@ -412,11 +420,12 @@ def segmenter_leave_one_family_out(args, pairs, families, reference_per_family: 
             raise ValueError(f"--leave-one-out {path} was trained without {list(excluded)}, but {args.data} has no images "
                              f"of those families (it has {present}).")
         predictor = _predictor(path, "segmenter", args.device)
-        outputs = segmenter_outputs(predictor, [pairs[i] for i in chosen], args.batch_size)
+        every_image = segmenter_outputs(predictor, [pairs[i] for i in chosen], args.batch_size)
         label = "+".join(excluded)
         unseen = [(label,) if set(families[i]) & set(excluded) else () for i in chosen]
-        scores = outputs.manipulation_scores(predictor.card.temperature, predictor.card.score_calibration)
-        (row,) = segmenter_family_metrics(outputs, unseen, scores, predictor.card.threshold("manipulated"))
+        scores = every_image.manipulation_scores(predictor.card.temperature, predictor.card.score_calibration)
+        threshold = predictor.card.threshold("manipulated")
+        (row,) = segmenter_family_metrics(every_image.as_written(scores, threshold), unseen, scores, threshold)
         family = row["family"]
         rows.append({**row, "checkpoint": path, "version": predictor.version,
                      "all_family_model": {k: reference[family][k] for k in ("pixel_f1", "roc_auc", "detection_rate")}
@@ -430,11 +439,15 @@ def segmenter_report(summary: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     pixel, image = summary["pixel"], summary.get("image_level") or {}
+    every_image = summary.get("pixel_every_image_masked") or {}
     lines = [f"# Segmenter evaluation: {summary['version']}", "",
-             f"Test set `{summary['data']}` ({summary['count']} images); thresholds and temperature from the model card.", "",
-             "| pixel F1 | pixel IoU | all-ones mask F1 | image ROC-AUC | image ECE |", "|---|---|---|---|---|",
-             f"| {number(pixel.get('pixel_f1'))} | {number(pixel.get('pixel_iou'))} | {number(pixel.get('all_one_mask_f1'))} | "
-             f"{number(image.get('roc_auc'))} | {number(image.get('expected_calibration_error'))} |"]
+             f"Test set `{summary['data']}` ({summary['count']} images); thresholds and temperature from the model card. "
+             "Pixel figures count the masks a scan writes (an image below the `manipulated` threshold gets none); "
+             "the column beside them counts every image's map at the pixel threshold.", "",
+             "| pixel F1 | pixel IoU | pixel F1, every image masked | all-ones mask F1 | image ROC-AUC | image ECE |",
+             "|---|---|---|---|---|---|",
+             f"| {number(pixel.get('pixel_f1'))} | {number(pixel.get('pixel_iou'))} | {number(every_image.get('pixel_f1'))} | "
+             f"{number(pixel.get('all_one_mask_f1'))} | {number(image.get('roc_auc'))} | {number(image.get('expected_calibration_error'))} |"]
     if "classes" in summary:
         per_class = summary["classes"]["per_class"]
         lines += ["", "## Per class (pixel IoU at original size)", "", "| class | IoU |", "|---|---|"]

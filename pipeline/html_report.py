@@ -100,12 +100,15 @@ def thresholds_for(manifest: ScanManifest | None) -> dict:
 
 
 def mask_state(row: dict, mask: np.ndarray, thresholds: dict) -> tuple[str, str]:
-    """Whether the mask is a finding, with the reason in words: the verdict's threshold decides, not the pixels."""
+    """Whether the mask is a finding, with the reason in words: the verdict's threshold decides, not the pixels.
+    Scans since 7 Dec 2026 write no mask below the threshold; older outputs may hold one (BELOW_THRESHOLD)."""
     pixel = thresholds.get("pixel")
-    if not mask.any():
-        return EMPTY, "no pixel above the pixel threshold" + (f" {pixel:.2f}" if pixel is not None else "")
     score = row.get(schema.MANIPULATION_SCORE)
     threshold = thresholds.get("manipulated")
+    if not mask.any():
+        if threshold is not None and score is not None and score < threshold:
+            return EMPTY, f"no mask: manipulation score {score:.3f} < threshold {threshold:.3f}"
+        return EMPTY, "no pixel above the pixel threshold" + (f" {pixel:.2f}" if pixel is not None else "")
     if threshold is not None and score is not None:
         if score >= threshold:
             return FINDING, f"manipulation score {score:.3f} ≥ threshold {threshold:.3f}"

@@ -186,6 +186,30 @@ def test_segmenter_family_figures_pool_the_pixels_and_rank_the_images_of_each_fa
     assert rows["removal"]["pixel_f1"] == pytest.approx(16 / 24) and rows["removal"]["roc_auc"] == pytest.approx(1.0)
 
 
+def test_segmenter_figures_count_the_masks_a_scan_writes_nothing_marked_below_the_manipulated_threshold():
+    from forensics.metrics import PixelCounts
+    from forensics.training.evaluation import SegmenterOutputs
+
+    def counts(true_positive, false_positive, false_negative, total=100):
+        positive = true_positive + false_negative
+        return PixelCounts(true_positive, false_positive, false_negative, total - positive - false_positive, positive, total)
+
+    # An authentic image with a false mark, a splice found, a splice half-found; class 0 authentic, 1 spliced, 2 retouched.
+    per_image = [counts(0, 5, 0), counts(10, 2, 0), counts(2, 3, 6)]
+    confusion = [np.array([[95, 5, 0], [0, 0, 0], [0, 0, 0]]), np.array([[86, 2, 2], [0, 10, 0], [0, 0, 0]]),
+                 np.array([[89, 3, 0], [6, 2, 0], [0, 0, 0]])]
+    every_image = SegmenterOutputs(pixel_counts=sum(per_image, PixelCounts()), image_counts=per_image,
+                                   class_confusion=sum(confusion), image_class_confusion=confusion)
+    written = every_image.as_written(np.array([0.2, 0.9, 0.4]), manipulated_threshold=0.5)
+    assert [c.true_positive for c in written.image_counts] == [0, 10, 0]
+    assert [c.false_positive for c in written.image_counts] == [0, 2, 0]
+    assert [c.false_negative for c in written.image_counts] == [0, 0, 8]  # the half-found splice is now all missed
+    assert written.pixel_counts.f1 == pytest.approx(2 * 10 / (2 * 10 + 2 + 8))
+    assert every_image.pixel_counts.f1 == pytest.approx(2 * 12 / (2 * 12 + 10 + 6))  # the maps themselves, unchanged
+    assert written.class_confusion.tolist() == [[100 + 86 + 92, 2, 2], [8, 10, 0], [0, 0, 0]]
+    assert written.class_confusion.sum() == every_image.class_confusion.sum()
+
+
 @pytest.fixture(scope="module")
 def manipulation_protocol(tmp_path_factory):
     import csv

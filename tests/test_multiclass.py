@@ -174,7 +174,8 @@ def test_multiclass_scan_writes_one_rle_per_class_matching_the_models_classes_at
 
     # A pixel threshold at the first image's median P(manipulated): that image has both authentic and manipulated pixels.
     threshold = float(np.median(1 - class_maps(archive / "img0.jpg")[0]))
-    trained_card = result.card.replace(thresholds={**result.card.thresholds, "pixel": threshold})
+    # A `manipulated` threshold of 0: every image is flagged, so every image gets its masks.
+    trained_card = result.card.replace(thresholds={**result.card.thresholds, "pixel": threshold, "manipulated": 0.0})
     checkpoints = {"classifier": tiny_checkpoints["classifier"], "segmenter": str(save_checkpoint(result.model, trained_card, tmp_path / "seg.safetensors"))}
     segmenter = SegmenterPredictor(*load_checkpoint(checkpoints["segmenter"]))
     summary = scan(archive, tmp_path / "out", checkpoints)

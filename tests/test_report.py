@@ -142,7 +142,7 @@ def render(output, html_path, *options) -> str:
 @pytest.fixture(scope="module")
 def two_scans(ray_local, checkpoints_judging, tmp_path_factory):
     """One archive scanned twice: first every image judged manipulated, then (--full) every image ai_generated
-    with its whole-image mask under the manipulation threshold."""
+    with its manipulation score under the `manipulated` threshold (so no mask is written)."""
     root = tmp_path_factory.mktemp("two_scans")
     archive = write_archive(root / "archive")
     output = root / "out"
@@ -172,7 +172,7 @@ def test_report_of_one_scan_shows_counts_thumbnails_and_finding_overlays_in_chro
     assert "manipulated ≥ 0<br>" in text and "ai_generated ≥ 1.01<br>" in text  # the thresholds it was judged by
 
 
-def test_default_view_is_the_archive_and_draws_masks_under_threshold_as_such(two_scans, tmp_path):
+def test_default_view_is_the_archive_and_a_score_under_the_threshold_has_no_mask_and_says_why(two_scans, tmp_path):
     html_path = tmp_path / "archive.html"
     render(two_scans["output"], html_path)
     page = rendered_dom(html_path)
@@ -182,10 +182,19 @@ def test_default_view_is_the_archive_and_draws_masks_under_threshold_as_such(two
     assert summary_counts(text) == {"rows": 5, "objects": 5, "ok": 4, "errors": 1, "flagged": 4}
     rows = page.having("tr", class_="finding-row")
     assert {r["data-verdict"] for r in rows} == {"ai_generated"} and len(rows) == 4
+    assert {r["data-mask-state"] for r in rows} == {"empty"} and page.having("img", class_="overlay") == []
+    assert text.count("no mask: manipulation score") == 4 and "threshold 1.010" in text and "manipulated ≥ 1.01" in text
+
+
+def test_an_older_output_with_masks_under_the_threshold_draws_them_as_such(two_scans, tmp_path):
+    output = tmp_path / "out"
+    shutil.copytree(two_scans["output"], output)
+    with_whole_image_masks(output, two_scans["generated"])  # as scans before 7 Dec 2026 wrote every image's mask
+    page = rendered_dom_of(output, tmp_path / "older.html", "--scan-id", two_scans["generated"])
     overlays = page.having("img", class_="overlay")
     assert len(overlays) == 4 and {o["data-mask-state"] for o in overlays} == {"below-threshold"}
     assert {tuple(data_uri_image(o["src"])[0, 0, :3]) for o in overlays} == {BELOW_THRESHOLD_COLOUR}
-    assert "below threshold: manipulation score" in text and "manipulated ≥ 1.01" in text
+    assert "below threshold: manipulation score" in page.page
 
 
 def test_report_filters_limit_verdict_and_min_score(two_scans, tmp_path):
@@ -415,6 +424,24 @@ def test_readme_pycocotools_snippet_decodes_a_real_mask(two_scans):
     assert b"after EXIF rotation" in metadata[b"forgescan.mask_orientation"]
 
 
+def with_whole_image_masks(output, scan_id: str) -> None:
+    """Rewrite one scan's ok rows with a mask over the whole image, whatever their scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from forensics.masks import encode_mask
+
+    for part in (output / f"scan_id={scan_id}").glob("*.parquet"):
+        table = pq.read_table(part)
+        masks = [None if row["status"] != "ok" else
+                 {"size": list(rle.size), "counts": rle.counts}
+                 for row in table.to_pylist()
+                 for rle in [encode_mask(np.ones((row["height"] or 1, row["width"] or 1), bool))]]
+        index = table.column_names.index("mask_rle")
+        table = table.set_column(index, table.schema.field("mask_rle"), pa.array(masks, table.schema.field("mask_rle").type))
+        pq.write_table(table, part)
+
+
 def with_per_class_masks(output, scan_id: str) -> None:
     """Rewrite one scan's files as a multi-class segmenter writes them: a `mask_classes` list beside `mask_rle`
     (left half of each mask `spliced`, right half `copy_move`) and the dominant `manipulation_type`."""
@@ -472,8 +499,10 @@ def test_report_colours_each_manipulation_type_when_the_output_has_per_class_mas
     assert set(by_type) == {"spliced", "copy_move"}
     assert np.array_equal(by_type["spliced"] | by_type["copy_move"], notebook.decode_mask(row))
     # The older scan of the same output has no such column: its report still renders, in one colour.
+    with_whole_image_masks(output, two_scans["generated"])
     older = rendered_dom_of(output, tmp_path / "older.html", "--scan-id", two_scans["generated"])
-    assert len(older.having("img", class_="overlay", data_mask_state="below-threshold")) == 4
+    overlays = older.having("img", class_="overlay", data_mask_state="below-threshold")
+    assert len(overlays) == 4 and {tuple(data_uri_image(o["src"])[0, 0, :3]) for o in overlays} == {BELOW_THRESHOLD_COLOUR}
 
 
 @pytest.mark.parametrize("command", ["summary", "report"])

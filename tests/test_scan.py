@@ -12,7 +12,7 @@ import pytest
 from forensics.decode import decode_image
 from forensics.inference import SegmenterPredictor
 from forensics.masks import decode_mask, mask_at_original_size
-from forensics.checkpoint import load_checkpoint
+from forensics.checkpoint import load_checkpoint, save_checkpoint
 from pipeline import ScanConfig, run_scan
 from pipeline import schema
 from pipeline.storage import StorageError, parse_location
@@ -76,14 +76,24 @@ def test_summary_and_manifest_record_where_the_time_went(ray_local, tiny_checkpo
     assert manifest.timings == summary.timings
 
 
+def written_mask(segmenter, probabilities, height: int, width: int) -> np.ndarray:
+    """The mask a scan should write: the map at the pixel threshold for a flagged image, nothing otherwise."""
+    if segmenter.image_score(probabilities) < segmenter.card.threshold("manipulated"):
+        return np.zeros((height, width), bool)
+    return mask_at_original_size(probabilities, height, width, segmenter.card.threshold("pixel"))
+
+
 def test_masks_decode_to_the_models_thresholded_output_at_original_size(ray_local, tiny_checkpoints, tmp_path):
     archive = tmp_path / "photos"
     archive.mkdir()
     sizes = [(173, 91), (64, 64), (300, 200)]
     for index, (width, height) in enumerate(sizes):
         (archive / f"img{index}.jpg").write_bytes(jpeg_bytes(width, height, seed=index))
-    summary = scan(archive, tmp_path / "out", tiny_checkpoints)
-    segmenter = SegmenterPredictor(*load_checkpoint(tiny_checkpoints["segmenter"]))
+    model, card = load_checkpoint(tiny_checkpoints["segmenter"])
+    # Every image flagged (`manipulated` threshold 0), so every mask is the map at the pixel threshold.
+    flagging = save_checkpoint(model, card.replace(thresholds={**card.thresholds, "manipulated": 0.0}), tmp_path / "seg.safetensors")
+    summary = scan(archive, tmp_path / "out", {**tiny_checkpoints, "segmenter": str(flagging)})
+    segmenter = SegmenterPredictor(*load_checkpoint(flagging))
     threshold = segmenter.card.threshold("pixel")
     for row in read_scan(tmp_path / "out", summary.scan_id):
         data = parse_location(row["uri"]).path
@@ -94,6 +104,35 @@ def test_masks_decode_to_the_models_thresholded_output_at_original_size(ray_loca
         decoded_mask = decode_mask(row["mask_rle"])
         assert decoded_mask.shape == (row["height"], row["width"])
         assert np.array_equal(decoded_mask.astype(bool), expected)
+
+
+def test_only_images_whose_manipulation_score_reaches_the_threshold_get_a_mask(ray_local, tiny_checkpoints, tmp_path):
+    archive = tmp_path / "photos"
+    archive.mkdir()
+    for index in range(4):
+        (archive / f"img{index}.jpg").write_bytes(jpeg_bytes(120, 90, seed=index))
+    model, card = load_checkpoint(tiny_checkpoints["segmenter"])
+    segmenter = SegmenterPredictor(model, card)
+    scores = {}
+    for path in sorted(archive.iterdir()):
+        decoded = decode_image(path.read_bytes(), [card.input_size])
+        probabilities = segmenter.predict(decoded.inputs[card.input_size][None])[0].astype(np.float16).astype(np.float32)
+        scores[path.name] = segmenter.image_score(probabilities)
+    # `manipulated` between the second and third scores: two images flagged, two not; every pixel above `pixel`.
+    low, high = sorted(scores.values())[1:3]
+    judging = card.replace(thresholds={"pixel": 0.0, "manipulated": (low + high) / 2})
+    checkpoint = save_checkpoint(model, judging, tmp_path / "seg.safetensors")
+    summary = scan(archive, tmp_path / "out", {**tiny_checkpoints, "segmenter": str(checkpoint)})
+    rows = read_scan(tmp_path / "out", summary.scan_id)
+    flagged = [r for r in rows if r["manipulation_score"] >= (low + high) / 2]
+    unflagged = [r for r in rows if r["manipulation_score"] < (low + high) / 2]
+    assert len(flagged) == 2 and len(unflagged) == 2
+    for row in flagged:
+        assert decode_mask(row["mask_rle"]).all() and row["mask_area"] == 1.0 and row["mask_bbox"] == [0, 0, 120, 90]
+    for row in unflagged:
+        mask = decode_mask(row["mask_rle"])
+        assert mask.shape == (90, 120) and not mask.any()
+        assert row["mask_area"] == 0.0 and row["mask_bbox"] == [0, 0, 0, 0] and row["verdict"] != "manipulated"
 
 
 def test_native_scan_masks_come_from_tiles_stitched_at_original_size(ray_local, tiny_native_checkpoints, tmp_path):
@@ -108,7 +147,6 @@ def test_native_scan_masks_come_from_tiles_stitched_at_original_size(ray_local, 
     summary = scan(archive, tmp_path / "out", tiny_native_checkpoints)
     segmenter = SegmenterPredictor(*load_checkpoint(tiny_native_checkpoints["segmenter"]))
     classifier = ClassifierPredictor(*load_checkpoint(tiny_native_checkpoints["classifier"]))
-    threshold = segmenter.card.threshold("pixel")
     rows = read_scan(tmp_path / "out", summary.scan_id)
     assert len(rows) == 4 and {r["analysis"] for r in rows} == {"native"}
     for row in rows:
@@ -118,7 +156,7 @@ def test_native_scan_masks_come_from_tiles_stitched_at_original_size(ray_local, 
         assert row["analysis_scale"] == pytest.approx(scale)
         assert count_tiles(view.shape[0], view.shape[1], 64, 16) <= 12
         probabilities = next(segmenter.probability_maps([view])).astype(np.float16).astype(np.float32)
-        expected = mask_at_original_size(probabilities, row["height"], row["width"], threshold)
+        expected = written_mask(segmenter, probabilities, row["height"], row["width"])
         assert np.array_equal(decode_mask(row["mask_rle"]).astype(bool), expected)
         assert row["manipulation_score"] == pytest.approx(segmenter.image_score(probabilities), abs=1e-3)
         ai = classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0]

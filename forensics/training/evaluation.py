@@ -7,6 +7,7 @@ the original image resolution plus the samples calibration needs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,16 +58,30 @@ def classifier_logits(predictor: ModelPredictor, samples: list[LabelledImage],
 class SegmenterOutputs:
     """What one pass of the segmenter over a labelled set leaves behind."""
 
+    # Pixel counts of every image's map at the card's pixel threshold, pooled and per image (per-family figures);
+    # as_written() gives the counts of the masks a scan writes, none for an image below the `manipulated` threshold.
     pixel_counts: PixelCounts = field(default_factory=PixelCounts)
-    image_counts: list[PixelCounts] = field(default_factory=list)  # the same counts per image (per-family figures)
+    image_counts: list[PixelCounts] = field(default_factory=list)
     pixel_logits: list[np.ndarray] = field(default_factory=list)  # uniform sample per image, model resolution
     pixel_labels: list[np.ndarray] = field(default_factory=list)
     top_logits: list[np.ndarray] = field(default_factory=list)  # top 1% logits per image -> manipulation score
     has_mask: list[bool] = field(default_factory=list)
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # image, truth, probability
     # Multi-class: (C, C) pixel counts at original size, rows true class, columns the scan's class
-    # (forensics.masks.class_index_map at the card's pixel threshold); None for a binary segmenter.
+    # (forensics.masks.class_index_map at the card's pixel threshold), pooled and per image; None for a binary segmenter.
     class_confusion: np.ndarray | None = None
+    image_class_confusion: list[np.ndarray] = field(default_factory=list)
+
+    def as_written(self, scores: np.ndarray, manipulated_threshold: float) -> "SegmenterOutputs":
+        """The same outputs with the pixel and class counts of the masks a scan writes (pipeline.stages.assemble_rows):
+        an image whose manipulation score is below `manipulated_threshold` gets no mask, so none of its pixels is marked."""
+        flagged = np.asarray(scores) >= manipulated_threshold
+        counts = [own if keep else own.unmarked() for own, keep in zip(self.image_counts, flagged)]
+        written = dataclasses.replace(self, pixel_counts=sum(counts, PixelCounts()), image_counts=counts)
+        if self.class_confusion is not None:
+            written.image_class_confusion = [own if keep else _all_authentic(own) for own, keep in zip(self.image_class_confusion, flagged)]
+            written.class_confusion = sum(written.image_class_confusion, np.zeros_like(self.class_confusion))
+        return written
 
     def authentic_samples(self) -> np.ndarray:
         """Per pixel sample (concatenated as pixel_logits): True where its image has nothing manipulated, the
@@ -83,6 +98,13 @@ class SegmenterOutputs:
         if not score_calibration:
             return raw
         return platt(raw, score_calibration["slope"], score_calibration["intercept"])
+
+
+def _all_authentic(confusion: np.ndarray) -> np.ndarray:
+    """A (C, C) confusion matrix with every pixel predicted as class 0 (authentic): an image without a mask."""
+    unmarked = np.zeros_like(confusion)
+    unmarked[:, 0] = confusion.sum(axis=1)
+    return unmarked
 
 
 def segmenter_outputs(
@@ -113,8 +135,10 @@ def segmenter_outputs(
             truth = true_classes > 0
             if num_classes:
                 predicted_classes = class_index_map(class_probabilities(class_logits, card.temperature), *truth.shape, threshold)
-                outputs.class_confusion += np.bincount(true_classes.ravel().astype(np.int64) * num_classes + predicted_classes.ravel(),
-                                                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+                own = np.bincount(true_classes.ravel().astype(np.int64) * num_classes + predicted_classes.ravel(),
+                                  minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+                outputs.class_confusion += own
+                outputs.image_class_confusion.append(own)
                 image_logits = manipulation_logits(class_logits)
             else:
                 image_logits = class_logits[0]
