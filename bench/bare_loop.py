@@ -30,7 +30,7 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
 
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor, pick_device
-    from forensics.masks import manipulated_probabilities, summarise_classes, summarise_mask
+    from forensics.masks import summarise_written_masks
     from forensics.verdict import decide_verdict
     from forensics.checkpoint import bundled_checkpoint
     from forensics.model_card import CLASSIFIER, SEGMENTER
@@ -85,11 +85,8 @@ def run_bare_loop(paths: list[str], batch_size: int, torch_threads: int | None, 
         probabilities = [m.astype(np.float16) for m in maps]  # what the actor hands on
         lap("segmenter")
         for image, ai_score, probability, score in zip(decoded, ai_scores, probabilities, scores):
-            probability = probability.astype(np.float32)
-            if score >= manipulated_threshold:  # as the scan writes them: masks for a flagged image only
-                if probability.ndim == 3:  # a multi-class card: one RLE per class present
-                    summarise_classes(probability, image.height, image.width, pixel_threshold, tuple(segmenter.card.class_names))
-                summarise_mask(manipulated_probabilities(probability), image.height, image.width, pixel_threshold)
+            summarise_written_masks(probability.astype(np.float32), image.height, image.width, pixel_threshold,  # as the scan
+                                    tuple(segmenter.card.class_names), score, manipulated_threshold)
             verdict = decide_verdict(float(ai_score), score, ai_threshold, manipulated_threshold)
             verdicts[verdict.label] = verdicts.get(verdict.label, 0) + 1
         lap("masks_and_verdicts")

@@ -210,7 +210,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.masks import manipulated_probabilities, upsample_probabilities
+    from forensics.masks import gets_mask, manipulated_probabilities, upsample_probabilities
     from forensics.metrics import PixelCounts
 
     classifier = ClassifierPredictor.from_checkpoint(classifier_checkpoint or bundled_checkpoint("classifier"))
@@ -229,7 +229,7 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
         manipulated = upsample_probabilities(manipulated_probabilities(probabilities), decoded.height, decoded.width)
         marked = manipulated >= threshold  # the map at the pixel threshold (forensics.masks.mask_at_original_size)
         # the mask a scan writes (pipeline.stages.assemble_rows): none for an image below the `manipulated` threshold
-        predicted = marked if score >= manipulated_threshold else np.zeros_like(marked)
+        predicted = marked if gets_mask(score, manipulated_threshold) else np.zeros_like(marked)
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             every_image_masked.add(marked, item["mask"])

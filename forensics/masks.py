@@ -195,3 +195,24 @@ def summarise_classes(
     ]
     dominant = max(entries, key=lambda entry: entry.area_fraction).name if entries else None
     return entries, dominant
+
+
+def gets_mask(manipulation_score, manipulated_threshold: float):
+    """Whether an image gets a mask (also elementwise over an array of scores): only one whose calibrated
+    manipulation score reaches the card's `manipulated` threshold, the one its verdict is judged by. Below it the
+    map's strongest pixels are mostly the noise an authentic photograph leaves."""
+    return manipulation_score >= manipulated_threshold
+
+
+def summarise_written_masks(
+    probabilities: np.ndarray, height: int, width: int, pixel_threshold: float, class_names: tuple[str, ...],
+    manipulation_score: float, manipulated_threshold: float,
+) -> tuple[MaskSummary, list[ClassMask] | None, str | None]:
+    """The masks a scan writes for one image from its (h, w) or multi-class (C, h, w) probabilities: the union
+    mask, the per-class masks (None for a binary map) and the dominant type; all empty when not gets_mask."""
+    class_masks, dominant_type = ([] if probabilities.ndim == 3 else None), None
+    if not gets_mask(manipulation_score, manipulated_threshold):
+        return empty_mask_summary(height, width), class_masks, dominant_type
+    if probabilities.ndim == 3:
+        class_masks, dominant_type = summarise_classes(probabilities, height, width, pixel_threshold, class_names)
+    return summarise_mask(manipulated_probabilities(probabilities), height, width, pixel_threshold), class_masks, dominant_type

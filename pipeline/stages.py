@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.decode import ImageDecodeError, decode_image
-from forensics.masks import empty_mask_summary, manipulated_probabilities, summarise_classes, summarise_mask
+from forensics.masks import summarise_written_masks
 from forensics.perceptual_hash import PDQ_INPUT_SPEC, pdq_hash
 from forensics.provenance import Provenance, read_provenance
 from forensics.model_card import NATIVE_CROPS
@@ -279,8 +279,8 @@ def assemble_rows(
 
     A multi-class segmenter's (C, h, w) class probabilities (`class_names` by id) also give one mask per
     manipulation type and the dominant type; `mask_rle` stays the union of the manipulated classes.
-    Only an image whose manipulation score reaches `manipulation_threshold` gets a mask: below it the map's
-    strongest pixels are the noise an authentic photograph leaves, and its mask is empty (no class masks, no type).
+    Only an image whose manipulation score reaches `manipulation_threshold` gets a mask (forensics.masks.gets_mask);
+    below it the mask is empty, with no class masks and no type.
     """
     count = len(batch[schema.URI])
     now = dt.datetime.now(dt.timezone.utc)
@@ -317,13 +317,8 @@ def assemble_rows(
                 height, width = int(batch[schema.HEIGHT][index]), int(batch[schema.WIDTH][index])
                 ai_score = float(batch[schema.AI_SCORE][index])
                 manipulation = float(batch[schema.MANIPULATION_SCORE][index])
-                class_masks, dominant_type = ([] if probabilities.ndim == 3 else None), None
-                if manipulation < manipulation_threshold:  # masks localise a flagged image; none below its threshold
-                    mask = empty_mask_summary(height, width)
-                else:
-                    if probabilities.ndim == 3:
-                        class_masks, dominant_type = summarise_classes(probabilities, height, width, pixel_threshold, tuple(class_names))
-                    mask = summarise_mask(manipulated_probabilities(probabilities), height, width, pixel_threshold)
+                mask, class_masks, dominant_type = summarise_written_masks(
+                    probabilities, height, width, pixel_threshold, tuple(class_names), manipulation, manipulation_threshold)
                 verdict = decide_verdict(ai_score, manipulation, ai_threshold, manipulation_threshold,
                                          declared_ai=provenance.declared_ai if provenance else False)
                 reasons = verdict.reasons + (provenance.reasons if provenance else [])

@@ -18,7 +18,7 @@ from forensics.decode import decode_image
 from forensics import inference
 from forensics.inference import ModelPredictor
 from forensics.tiling import classifier_view, segmenter_view
-from forensics.masks import TOP_FRACTION, class_index_map, class_probabilities, manipulation_logits, manipulation_score, upsample_probabilities
+from forensics.masks import TOP_FRACTION, class_index_map, class_probabilities, gets_mask, manipulation_logits, manipulation_score, upsample_probabilities
 from forensics.metrics import PixelCounts
 from forensics.training.datasets import ImageMaskPair, LabelledImage, load_class_mask, read_sample_bytes
 from forensics.training.loops import PIXEL_SAMPLE_PER_IMAGE
@@ -75,7 +75,7 @@ class SegmenterOutputs:
     def as_written(self, scores: np.ndarray, manipulated_threshold: float) -> "SegmenterOutputs":
         """The same outputs with the pixel and class counts of the masks a scan writes (pipeline.stages.assemble_rows):
         an image whose manipulation score is below `manipulated_threshold` gets no mask, so none of its pixels is marked."""
-        flagged = np.asarray(scores) >= manipulated_threshold
+        flagged = gets_mask(np.asarray(scores), manipulated_threshold)
         counts = [own if keep else own.unmarked() for own, keep in zip(self.image_counts, flagged)]
         written = dataclasses.replace(self, pixel_counts=sum(counts, PixelCounts()), image_counts=counts)
         if self.class_confusion is not None:
