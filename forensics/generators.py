@@ -19,6 +19,14 @@ base), so a family is a process, not one fixed kernel. Real and generated
 images then go through the same random post-processing chain (resize, mild
 noise, JPEG 60-95 / WebP 60-95 / PNG), so the container and compression
 cannot separate the classes.
+
+Every family re-draws from a reduced copy, so generated images are softer
+than crops of sharp photographs, and a classifier can learn "soft means
+generated": an authentic photograph slightly out of focus is then called
+AI-generated (bench.authentic_conditions). Capture conditions (`capture`,
+off unless a dataset asks for them) shoot the scene itself out of focus,
+shaken, noise-reduced or sharpened *before* either class is made from it, so
+softness no longer separates real from generated.
 """
 
 from __future__ import annotations
@@ -245,6 +253,85 @@ class PostProcessing:
     def draw_scale(self, rng: np.random.Generator) -> float:
         """The resize factor of one chain (1.0 when this sample is not resized)."""
         return float(rng.uniform(*self.resize_range)) if rng.random() < self.resize_probability else 1.0
+
+
+# --- capture conditions ----------------------------------------------------------------------------------
+
+CAPTURE_CONDITIONS = ("lens_defocus", "shallow_depth_of_field", "camera_shake", "noise_reduction", "sharpening")
+
+
+@dataclass(frozen=True)
+class CaptureConditions:
+    """How the scene may have been shot and developed: applied to a photograph crop before it becomes a real
+    or a generated sample, so both classes share it. `probability` 0 (the default) leaves datasets as before."""
+
+    probability: float = 0.0
+    defocus_radius: tuple[float, float] = (1.0, 3.0)  # lens_defocus: a disc of this radius (px) over the frame
+    background_radius: tuple[float, float] = (2.0, 5.0)  # shallow_depth_of_field: the disc outside a sharp region
+    shake_length: tuple[int, int] = (3, 9)  # camera_shake: a line of this length (px) at a random angle
+    denoise_strength: tuple[float, float] = (5.0, 12.0)  # noise_reduction: the filter strength h of non-local means
+    unsharp_amount: tuple[float, float] = (0.5, 1.5)  # sharpening: unsharp mask strength, radius 1-2 px
+
+
+def _disc_kernel(radius: float) -> np.ndarray:
+    size = 2 * int(np.ceil(radius)) + 1
+    ys, xs = np.mgrid[:size, :size] - size // 2
+    kernel = (np.hypot(ys, xs) <= radius + 0.5).astype(np.float32)
+    return kernel / kernel.sum()
+
+
+def _line_kernel(length: int, angle: float) -> np.ndarray:
+    import cv2
+
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1
+    rotation = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle, 1.0)
+    kernel = cv2.warpAffine(kernel, rotation, (length, length))
+    return kernel / max(kernel.sum(), 1e-6)
+
+
+def _convolved(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def _sharp_region_weight(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """1 in an ellipse somewhere in the frame (the subject in focus), falling to 0 over as much again."""
+    centre_y, centre_x = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
+    radius_y, radius_x = rng.uniform(0.15, 0.35) * height, rng.uniform(0.15, 0.35) * width
+    ys, xs = np.mgrid[:height, :width]
+    distance = np.hypot((ys - centre_y) / radius_y, (xs - centre_x) / radius_x)
+    return np.clip(2.0 - distance, 0.0, 1.0)
+
+
+def capture(rng: np.random.Generator, image: np.ndarray, config: CaptureConditions = CaptureConditions()) -> tuple[np.ndarray, str]:
+    """Maybe shoot an (H, W, 3) uint8 crop through one capture condition; returns (image, the step in words or "")."""
+    import cv2
+
+    if config.probability <= 0 or rng.random() >= config.probability:  # no draw at 0: older datasets stay the same bytes
+        return image, ""
+    condition = CAPTURE_CONDITIONS[int(rng.integers(len(CAPTURE_CONDITIONS)))]
+    if condition == "lens_defocus":
+        radius = float(rng.uniform(*config.defocus_radius))
+        return _convolved(image, _disc_kernel(radius)), f"capture {condition} {radius:.1f}"
+    if condition == "shallow_depth_of_field":
+        radius = float(rng.uniform(*config.background_radius))
+        weight = _sharp_region_weight(rng, *image.shape[:2])[..., None]
+        blurred = _convolved(image, _disc_kernel(radius)).astype(np.float32)
+        mixed = image * weight + blurred * (1 - weight)
+        return mixed.round().clip(0, 255).astype(np.uint8), f"capture {condition} {radius:.1f}"
+    if condition == "camera_shake":
+        length = int(rng.integers(config.shake_length[0], config.shake_length[1] + 1))
+        return _convolved(image, _line_kernel(length, float(rng.uniform(0, 180)))), f"capture {condition} {length}"
+    if condition == "noise_reduction":  # non-local means, as phones denoise: flat areas lose their grain
+        strength = float(rng.uniform(*config.denoise_strength))
+        denoised = cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(image), None, strength, strength, 5, 15)
+        return denoised, f"capture {condition} {strength:.0f}"
+    amount, sigma = float(rng.uniform(*config.unsharp_amount)), float(rng.uniform(1.0, 2.0))
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma).astype(np.float32)
+    sharpened = image + amount * (image.astype(np.float32) - blurred)
+    return sharpened.round().clip(0, 255).astype(np.uint8), f"capture {condition} {amount:.1f}"
 
 
 CODEC_SUFFIXES = {"jpeg": ".jpg", "webp": ".webp", "png": ".png"}

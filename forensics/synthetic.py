@@ -270,6 +270,7 @@ def write_real_fake_dataset(
     families: tuple[str, ...] | None = None,
     post_processing=None,
     package_photographs: str | Path | None = None,
+    capture_conditions=None,
 ) -> dict[str, int]:
     """A classifier dataset: `real/*` photo crops and `fake/<family>/*` re-drawn by generator families.
 
@@ -278,20 +279,25 @@ def write_real_fake_dataset(
     the same photographs at many crops and scales, final sizes uniform in
     [size, max_size] (or `size`), and go through the same random post-processing
     chain (resize, mild noise, JPEG / WebP / PNG; forensics.generators.post_process),
-    so only the generator's trace separates them. `samples.csv` records each
+    so only the generator's trace separates them. With `capture_conditions`
+    (forensics.generators.CaptureConditions), a share of the crops is first shot
+    out of focus, shaken, noise-reduced or sharpened, before either class is made
+    from it. `samples.csv` records each
     image's label, family, source photograph and chain. With `package_photographs`
     (a folder of forensics.package_photographs), its photographs of `split` join in.
     Returns images per class and family.
     """
     import csv
 
-    from forensics.generators import GENERATOR_FAMILIES, REAL_FAMILY, PostProcessing, generate, post_process
+    from forensics.generators import (GENERATOR_FAMILIES, REAL_FAMILY, CaptureConditions, PostProcessing, capture,
+                                      generate, post_process)
 
     families = tuple(families or GENERATOR_FAMILIES)
     unknown = sorted(set(families) - set(GENERATOR_FAMILIES))
     if unknown:
         raise ValueError(f"Wrong generator families {unknown}, supported families: {list(GENERATOR_FAMILIES)}")
     post_processing = post_processing or PostProcessing()
+    capture_conditions = capture_conditions or CaptureConditions()
     directory = Path(directory)
     rng = np.random.default_rng(seed)
     photos = photographs_for_split(split, package_photographs)
@@ -308,9 +314,11 @@ def write_real_fake_dataset(
         scale = post_processing.draw_scale(rng)
         drawn = max(16, int(round(final / scale)))  # the chain's resize brings it to `final`
         crop = random_crop(rng, photo, drawn)
+        crop, shot = capture(rng, crop, capture_conditions)
         if is_fake:
             crop = generate(rng, crop, family)
         data, suffix, chain = post_process(rng, crop, (final, final), post_processing)
+        chain = " > ".join(step for step in (shot, chain) if step)
         relative = f"fake/{family}" if is_fake else "real"
         file_name = f"{seed}_{index:05d}_{name}{suffix}"
         (directory / relative / file_name).write_bytes(data)

@@ -32,6 +32,7 @@ KINDS = ("forgery", "manipulations", "real-fake", "photographs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from forensics.generators import CAPTURE_CONDITIONS, CaptureConditions
     from forensics.manipulations import DEFAULT_PROCEDURES, PROCEDURES
     from forensics.package_photographs import DEFAULT_PHOTOGRAPH_SET, PHOTOGRAPH_SETS
     from forensics.synthetic import AUTHENTIC_FRACTION, PHOTO_SPLITS
@@ -63,9 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", action="append", dest="families", metavar="FAMILY",
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
+    parser.add_argument("--capture-conditions", type=float, metavar="P", default=CaptureConditions.probability,
+                        help=f"real-fake: share of photograph crops shot through one capture condition ({', '.join(CAPTURE_CONDITIONS)}) "
+                             "before the real or generated sample is made from it, so softness does not separate the classes "
+                             "(forensics.generators.CaptureConditions; default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from forensics.generators import CaptureConditions
     from forensics.manipulations import DEFAULT_PROCEDURES
     from forensics.package_photographs import PhotographsError
     from forensics.synthetic import write_forgery_dataset, write_real_fake_dataset
@@ -78,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.count < 2:
         print(f"forgescan make-dataset: --count must be at least 2, got {args.count}.", file=sys.stderr)
+        return 2
+    if not 0 <= args.capture_conditions <= 1:
+        print(f"forgescan make-dataset: --capture-conditions is a share between 0 and 1, got {args.capture_conditions}.",
+              file=sys.stderr)
+        return 2
+    if args.kind != "real-fake" and args.capture_conditions != CaptureConditions.probability:
+        print(f"forgescan make-dataset: --capture-conditions is for `real-fake` datasets, not `{args.kind}`.", file=sys.stderr)
         return 2
     if args.kind != "manipulations" and args.procedures != DEFAULT_PROCEDURES:
         print(f"forgescan make-dataset: --procedures is for `manipulations` datasets, not `{args.kind}`.", file=sys.stderr)
@@ -104,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             counts = write_real_fake_dataset(args.output, args.count, args.seed, split=args.split, **size,
                                              max_size=args.max_size, families=tuple(args.families or ()),
-                                             package_photographs=args.photographs)
+                                             package_photographs=args.photographs,
+                                             capture_conditions=CaptureConditions(probability=args.capture_conditions))
         except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2

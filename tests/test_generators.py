@@ -1,4 +1,4 @@
-"""Generator families, post-processing chains and the real/fake dataset writer that records families."""
+"""Generator families, capture conditions, post-processing chains and the real/fake dataset writer that records families."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from forensics.generators import GENERATOR_FAMILIES, PostProcessing, generate, post_process
+from forensics.generators import (CAPTURE_CONDITIONS, GENERATOR_FAMILIES, CaptureConditions, PostProcessing, capture, generate,
+                                  post_process)
 from forensics.synthetic import (CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, SAMPLES_FILE, photographs_for_split, random_crop,
                                  write_real_fake_dataset)
 from forensics.training import FAKE, REAL, DatasetError, find_labelled_images, fingerprint_samples, without_families
@@ -121,3 +122,64 @@ def test_make_dataset_records_the_command_that_wrote_it(tmp_path, monkeypatch):
     record = json.loads((output / "dataset.json").read_text())
     assert record["command"] == f"forgescan make-dataset real-fake --output {output} --count 4 --size 40 --family bilinear_decoder"
     assert record["bilinear_decoder"] == 2
+
+
+def _sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image: how much fine detail it holds."""
+    import cv2
+
+    return float(cv2.Laplacian(image.mean(axis=2).astype(np.float32), cv2.CV_32F).var())
+
+
+def test_each_capture_condition_changes_the_crop_as_a_camera_would_and_says_so(photo_crop):
+    seen = {}
+    for seed in range(200):
+        shot, step = capture(np.random.default_rng(seed), photo_crop, CaptureConditions(probability=1.0))
+        seen.setdefault(step.split(" ")[1], (shot, step))
+        if len(seen) == len(CAPTURE_CONDITIONS):
+            break
+    assert set(seen) == set(CAPTURE_CONDITIONS)
+    for condition, (shot, step) in seen.items():
+        assert shot.shape == photo_crop.shape and shot.dtype == np.uint8 and step.startswith(f"capture {condition} ")
+        assert 0.2 < np.abs(shot.astype(float) - photo_crop).mean() < 40  # the same scene, shot differently
+    for softer in ("lens_defocus", "shallow_depth_of_field", "camera_shake"):
+        assert _sharpness(seen[softer][0]) < _sharpness(photo_crop)
+    assert _sharpness(seen["sharpening"][0]) > _sharpness(photo_crop)
+
+
+def test_noise_reduction_takes_the_grain_off_a_flat_patch():
+    grainy = (np.full((48, 48, 3), 120.0) + np.random.default_rng(0).normal(0, 6, (48, 48, 3))).round().astype(np.uint8)
+    for seed in range(200):
+        shot, step = capture(np.random.default_rng(seed), grainy, CaptureConditions(probability=1.0))
+        if step.startswith("capture noise_reduction "):
+            break
+    assert step.startswith("capture noise_reduction ")
+    assert shot.std() < grainy.std() / 2
+
+
+def test_capture_conditions_are_off_unless_asked_and_then_shoot_real_and_generated_crops_alike(tmp_path):
+    untouched = np.random.default_rng(3)
+    assert capture(untouched, np.zeros((8, 8, 3), np.uint8)) == (pytest.approx(np.zeros((8, 8, 3))), "")
+    assert untouched.random() == np.random.default_rng(3).random()  # no draw taken: older datasets keep their bytes
+    write_real_fake_dataset(tmp_path / "plain", 6, seed=4, size=40, families=("bilinear_decoder",))
+    assert not any("capture" in row["chain"] for row in csv.DictReader(open(tmp_path / "plain" / SAMPLES_FILE)))
+    write_real_fake_dataset(tmp_path / "shot", 6, seed=4, size=40, families=("bilinear_decoder",),
+                            capture_conditions=CaptureConditions(probability=1.0))
+    rows = list(csv.DictReader(open(tmp_path / "shot" / SAMPLES_FILE)))
+    assert {row["label"] for row in rows} == {"real", "fake"}
+    assert all(row["chain"].startswith("capture ") for row in rows)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["real-fake", "--capture-conditions", "1.5"], "share between 0 and 1"),
+    (["manipulations", "--capture-conditions", "0.5"], "for `real-fake` datasets"),
+])
+def test_make_dataset_refuses_capture_conditions_it_cannot_apply(tmp_path, monkeypatch, capsys, arguments, message):
+    import sys
+
+    from jobs import cli
+
+    monkeypatch.setattr(sys, "argv", ["forgescan", "make-dataset", arguments[0], "--output", str(tmp_path / "out"), *arguments[1:]])
+    assert cli.main() == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
