@@ -258,6 +258,8 @@ class PostProcessing:
 # --- capture conditions ----------------------------------------------------------------------------------
 
 CAPTURE_CONDITIONS = ("lens_defocus", "shallow_depth_of_field", "camera_shake", "noise_reduction", "sharpening")
+# Drawn only where a dataset names it (CaptureConditions.conditions), so the default draws above keep their bytes.
+EXTRA_CAPTURE_CONDITIONS = ("tone_curve",)
 
 
 @dataclass(frozen=True)
@@ -266,11 +268,20 @@ class CaptureConditions:
     or a generated sample, so both classes share it. `probability` 0 (the default) leaves datasets as before."""
 
     probability: float = 0.0
+    conditions: tuple[str, ...] = CAPTURE_CONDITIONS  # drawn from uniformly
     defocus_radius: tuple[float, float] = (1.0, 3.0)  # lens_defocus: a disc of this radius (px) over the frame
     background_radius: tuple[float, float] = (2.0, 5.0)  # shallow_depth_of_field: the disc outside a sharp region
     shake_length: tuple[int, int] = (3, 9)  # camera_shake: a line of this length (px) at a random angle
     denoise_strength: tuple[float, float] = (5.0, 12.0)  # noise_reduction: the filter strength h of non-local means
     unsharp_amount: tuple[float, float] = (0.5, 1.5)  # sharpening: unsharp mask strength, radius 1-2 px
+    gamma: tuple[float, float] = (0.7, 1.4)  # tone_curve: gamma, then contrast about mid-grey
+    contrast: tuple[float, float] = (0.8, 1.3)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.conditions) - set(CAPTURE_CONDITIONS + EXTRA_CAPTURE_CONDITIONS))
+        if unknown or not self.conditions:
+            raise ValueError(f"Wrong capture conditions {unknown or '(none)'}, supported conditions: "
+                             f"{list(CAPTURE_CONDITIONS + EXTRA_CAPTURE_CONDITIONS)}")
 
 
 def _disc_kernel(radius: float) -> np.ndarray:
@@ -311,7 +322,7 @@ def capture(rng: np.random.Generator, image: np.ndarray, config: CaptureConditio
 
     if config.probability <= 0 or rng.random() >= config.probability:  # no draw at 0: older datasets stay the same bytes
         return image, ""
-    condition = CAPTURE_CONDITIONS[int(rng.integers(len(CAPTURE_CONDITIONS)))]
+    condition = config.conditions[int(rng.integers(len(config.conditions)))]
     if condition == "lens_defocus":
         radius = float(rng.uniform(*config.defocus_radius))
         return _convolved(image, _disc_kernel(radius)), f"capture {condition} {radius:.1f}"
@@ -328,6 +339,10 @@ def capture(rng: np.random.Generator, image: np.ndarray, config: CaptureConditio
         strength = float(rng.uniform(*config.denoise_strength))
         denoised = cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(image), None, strength, strength, 5, 15)
         return denoised, f"capture {condition} {strength:.0f}"
+    if condition == "tone_curve":
+        gamma, contrast = float(rng.uniform(*config.gamma)), float(rng.uniform(*config.contrast))
+        toned = 0.5 + contrast * ((image / 255.0) ** gamma - 0.5)
+        return (toned * 255).round().clip(0, 255).astype(np.uint8), f"capture {condition} {gamma:.2f}/{contrast:.2f}"
     amount, sigma = float(rng.uniform(*config.unsharp_amount)), float(rng.uniform(1.0, 2.0))
     blurred = cv2.GaussianBlur(image, (0, 0), sigma).astype(np.float32)
     sharpened = image + amount * (image.astype(np.float32) - blurred)

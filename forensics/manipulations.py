@@ -58,7 +58,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
-from forensics.generators import PostProcessing
+from forensics.generators import CaptureConditions, PostProcessing, capture
 from forensics.model_card import MANIPULATION_CLASSES
 from forensics.synthetic import AUTHENTIC_FRACTION, MASK_SHAPES, photographs_for_split, random_crop, random_region_mask
 
@@ -82,13 +82,19 @@ class PhotoSampling:
     native_probability: float = 0.5  # a crop at native resolution (no resampling); otherwise a rescaled crop
     camera_jpeg_probability: float = 0.5  # the whole photograph JPEG-compressed first, as a camera would
     camera_jpeg_quality: tuple[int, int] = (75, 95)
+    # the whole photograph shot through a capture condition first (forensics.generators; off by default), so a
+    # frame sharpened or re-toned all over is authentic and only a local change reads as an edit
+    capture_conditions: CaptureConditions = CaptureConditions()
 
     def camera_photo(self, rng: np.random.Generator, photo: np.ndarray) -> tuple[np.ndarray, str]:
-        """The photograph as a camera JPEG (`camera_jpeg_probability` of the time), else unchanged; with a note."""
+        """The photograph as a camera JPEG (`camera_jpeg_probability` of the time), else unchanged, after any
+        capture condition; with a note."""
+        photo, shot = capture(rng, photo, self.capture_conditions)
+        prefix = f"{shot[len('capture '):]}, " if shot else ""
         if rng.random() >= self.camera_jpeg_probability:
-            return photo, "pristine"
+            return photo, f"{prefix}pristine"
         quality = int(rng.integers(self.camera_jpeg_quality[0], self.camera_jpeg_quality[1] + 1))
-        return jpeg_on_shifted_grid(photo, quality, 0, 0), f"camera jpeg {quality}"
+        return jpeg_on_shifted_grid(photo, quality, 0, 0), f"{prefix}camera jpeg {quality}"
 
     def crop(self, rng: np.random.Generator, photo: np.ndarray, size: int) -> tuple[np.ndarray, str]:
         """A size x size crop: native pixels (`native_probability`, when the photograph is large enough) or a

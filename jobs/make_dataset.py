@@ -32,7 +32,7 @@ KINDS = ("forgery", "manipulations", "real-fake", "photographs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from forensics.generators import CAPTURE_CONDITIONS, CaptureConditions
+    from forensics.generators import CAPTURE_CONDITIONS, EXTRA_CAPTURE_CONDITIONS, CaptureConditions
     from forensics.manipulations import DEFAULT_PROCEDURES, PROCEDURES
     from forensics.package_photographs import DEFAULT_PHOTOGRAPH_SET, PHOTOGRAPH_SETS
     from forensics.synthetic import AUTHENTIC_FRACTION, PHOTO_SPLITS
@@ -65,9 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="real-fake: generator family to include (repeat; default: all of forensics.generators.GENERATOR_FAMILIES); "
                              "manipulations: manipulation family (default: all of forensics.manipulations.MANIPULATION_FAMILIES)")
     parser.add_argument("--capture-conditions", type=float, metavar="P", default=CaptureConditions.probability,
-                        help=f"real-fake: share of photograph crops shot through one capture condition ({', '.join(CAPTURE_CONDITIONS)}) "
-                             "before the real or generated sample is made from it, so softness does not separate the classes "
-                             "(forensics.generators.CaptureConditions; default %(default)s)")
+                        help="real-fake: share of photograph crops shot through one capture condition before the real or "
+                             "generated sample is made from it, so softness does not separate the classes; manipulations: "
+                             "share of photographs (hosts and donors) shot through one before any edit, so only a local "
+                             "change reads as an edit (forensics.generators.CaptureConditions; default %(default)s)")
+    parser.add_argument("--capture-condition", action="append", dest="capture_condition_names", metavar="NAME",
+                        choices=CAPTURE_CONDITIONS + EXTRA_CAPTURE_CONDITIONS,
+                        help=f"with --capture-conditions: a condition to draw from (repeat; default: {', '.join(CAPTURE_CONDITIONS)}; "
+                             f"also {', '.join(EXTRA_CAPTURE_CONDITIONS)})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,9 +94,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"forgescan make-dataset: --capture-conditions is a share between 0 and 1, got {args.capture_conditions}.",
               file=sys.stderr)
         return 2
-    if args.kind != "real-fake" and args.capture_conditions != CaptureConditions.probability:
-        print(f"forgescan make-dataset: --capture-conditions is for `real-fake` datasets, not `{args.kind}`.", file=sys.stderr)
+    if args.kind not in ("real-fake", "manipulations") and (args.capture_conditions != CaptureConditions.probability
+                                                            or args.capture_condition_names):
+        print(f"forgescan make-dataset: --capture-conditions is for `real-fake` and `manipulations` datasets, not `{args.kind}`.",
+              file=sys.stderr)
         return 2
+    if args.capture_condition_names and not args.capture_conditions:
+        print("forgescan make-dataset: --capture-condition names what --capture-conditions P draws; give P too.", file=sys.stderr)
+        return 2
+    conditions = {"conditions": tuple(args.capture_condition_names)} if args.capture_condition_names else {}
+    capture_conditions = CaptureConditions(probability=args.capture_conditions, **conditions)
     if args.kind != "manipulations" and args.procedures != DEFAULT_PROCEDURES:
         print(f"forgescan make-dataset: --procedures is for `manipulations` datasets, not `{args.kind}`.", file=sys.stderr)
         return 2
@@ -103,13 +115,14 @@ def run(args: argparse.Namespace) -> int:
         counts = write_forgery_dataset(args.output, args.count, args.seed, split=args.split,
                                        authentic_fraction=args.authentic_fraction, **size)
     elif args.kind == "manipulations":
-        from forensics.manipulations import PROCEDURES, write_manipulation_dataset
+        from forensics.manipulations import PROCEDURES, PhotoSampling, write_manipulation_dataset
 
         try:
             counts = write_manipulation_dataset(args.output, args.count, args.seed, split=args.split, **size,
                                                 families=tuple(args.families or ()), authentic_fraction=args.authentic_fraction,
                                                 package_photographs=args.photographs,
-                                                procedures=PROCEDURES[args.procedures])
+                                                procedures=PROCEDURES[args.procedures],
+                                                sampling=PhotoSampling(capture_conditions=capture_conditions))
         except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2
@@ -118,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             counts = write_real_fake_dataset(args.output, args.count, args.seed, split=args.split, **size,
                                              max_size=args.max_size, families=tuple(args.families or ()),
                                              package_photographs=args.photographs,
-                                             capture_conditions=CaptureConditions(probability=args.capture_conditions))
+                                             capture_conditions=capture_conditions)
         except (ValueError, PhotographsError) as error:
             print(f"forgescan make-dataset: {error}", file=sys.stderr)
             return 2

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from forensics.generators import (CAPTURE_CONDITIONS, GENERATOR_FAMILIES, CaptureConditions, PostProcessing, capture, generate,
-                                  post_process)
+from forensics.generators import (CAPTURE_CONDITIONS, EXTRA_CAPTURE_CONDITIONS, GENERATOR_FAMILIES, CaptureConditions, PostProcessing,
+                                  capture, generate, post_process)
 from forensics.synthetic import (CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, SAMPLES_FILE, photographs_for_split, random_crop,
                                  write_real_fake_dataset)
 from forensics.training import FAKE, REAL, DatasetError, find_labelled_images, fingerprint_samples, without_families
@@ -172,7 +172,8 @@ def test_capture_conditions_are_off_unless_asked_and_then_shoot_real_and_generat
 
 @pytest.mark.parametrize("arguments, message", [
     (["real-fake", "--capture-conditions", "1.5"], "share between 0 and 1"),
-    (["manipulations", "--capture-conditions", "0.5"], "for `real-fake` datasets"),
+    (["forgery", "--capture-conditions", "0.5"], "for `real-fake` and `manipulations` datasets"),
+    (["real-fake", "--capture-condition", "tone_curve"], "give P too"),
 ])
 def test_make_dataset_refuses_capture_conditions_it_cannot_apply(tmp_path, monkeypatch, capsys, arguments, message):
     import sys
@@ -183,3 +184,15 @@ def test_make_dataset_refuses_capture_conditions_it_cannot_apply(tmp_path, monke
     assert cli.main() == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tone_curve_is_drawn_only_where_a_dataset_names_it(photo_crop):
+    named = CaptureConditions(probability=1.0, conditions=EXTRA_CAPTURE_CONDITIONS)
+    toned, step = capture(np.random.default_rng(0), photo_crop, named)
+    assert step.startswith("capture tone_curve ") and toned.shape == photo_crop.shape
+    assert abs(toned.astype(float).mean() - photo_crop.mean()) > 1  # brightness moved, the scene did not
+    default_steps = {capture(np.random.default_rng(seed), photo_crop, CaptureConditions(probability=1.0))[1].split(" ")[1]
+                     for seed in range(60)}
+    assert default_steps == set(CAPTURE_CONDITIONS)
+    with pytest.raises(ValueError, match="supported conditions"):
+        CaptureConditions(conditions=("film_grain",))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from forensics.manipulations import (
-    FAMILY_CLASS, MANIPULATION_FAMILIES, PROCEDURES, ManipulationProcedures, PhotoSampling, manipulate, native_crop,
+    FAMILY_CLASS, MANIPULATION_FAMILIES, PROCEDURES, SAMPLES_FILE, ManipulationProcedures, PhotoSampling, manipulate, native_crop,
     splice, stroke_region_mask, superpixel_region_mask, write_manipulation_dataset,
 )
 from forensics.model_card import MANIPULATION_CLASSES
@@ -169,3 +169,17 @@ def test_varied_regions_range_from_small_objects_to_large_areas():
     standard = np.array([PROCEDURES["standard"].region(rng, image).mean() for _ in range(80)])
     assert (shares < 0.015).mean() >= 0.1 and shares.max() >= 0.15  # log-uniform from 0.5 %: many small regions
     assert (standard < 0.015).mean() < 0.05  # the standard recipe's regions start at about 3 %
+
+
+def test_hosts_and_donors_shot_through_a_capture_condition_say_so_and_default_hosts_do_not(tmp_path):
+    from forensics.generators import CaptureConditions
+
+    sharpened = PhotoSampling(capture_conditions=CaptureConditions(probability=1.0, conditions=("sharpening",)))
+    write_manipulation_dataset(tmp_path / "shot", 6, seed=3, size=48, split="calibration", families=("splice",),
+                               authentic_fraction=0.0, sampling=sharpened)
+    rows = list(csv.DictReader(open(tmp_path / "shot" / SAMPLES_FILE)))
+    assert rows and all(" of a sharpening " in row["host"] for row in rows)
+    assert all("(donor photograph sharpening " in row["details"] for row in rows)
+    write_manipulation_dataset(tmp_path / "plain", 6, seed=3, size=48, split="calibration", families=("splice",),
+                               authentic_fraction=0.0)
+    assert not any("sharpening" in row["host"] for row in csv.DictReader(open(tmp_path / "plain" / SAMPLES_FILE)))
