@@ -41,9 +41,9 @@ CAMERA_JPEG_QUALITY = 90  # how every condition but the JPEG ones is saved
 
 
 def _camera_jpeg(image: np.ndarray, quality: int = CAMERA_JPEG_QUALITY) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    from bench.independent_check import _jpeg
+
+    return _jpeg(image, quality)
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -139,7 +139,8 @@ def run_conditions(crops: int, seed: int = 2026, classifier_checkpoint: str | No
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.masks import gets_mask, manipulated_probabilities, upsample_probabilities
+
+    from bench.independent_check import ai_score, segment
 
     classifier = segmenter = None
     if models in ("both", "classifier"):
@@ -153,21 +154,16 @@ def run_conditions(crops: int, seed: int = 2026, classifier_checkpoint: str | No
         rng = np.random.default_rng(seed)  # the same noise draws for every condition
         rows, started = [], time.perf_counter()
         for name, crop in images:
-            decoded = decode_image(make(crop, rng), specs)
+            data = make(crop, rng)
+            decoded = decode_image(data, specs)
             row = {"name": name}
             if classifier is not None:
-                row["ai_score"] = float(classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0])
+                row["ai_score"] = ai_score(classifier, decoded)
             if segmenter is not None:
-                view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
-                probabilities = next(segmenter.probability_maps([view]))
-                score = segmenter.image_score(probabilities)
-                manipulated = upsample_probabilities(manipulated_probabilities(probabilities), decoded.height, decoded.width)
-                marked = manipulated >= segmenter.card.threshold("pixel")
-                written = marked if gets_mask(score, segmenter.card.threshold("manipulated")) else np.zeros_like(marked)
+                score, manipulated, _marked, written = segment(segmenter, decoded)
                 row |= {"manipulation_score": score, "marked_pixel_share": float(written.mean())}
                 if name == images[0][0]:
-                    picture = np.asarray(Image.open(io.BytesIO(make(crop, np.random.default_rng(seed)))).convert("RGB"))
-                    examples.append((condition, picture, manipulated))
+                    examples.append((condition, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), manipulated))
             rows.append(row)
         summary[condition] = {"condition": meaning, "images": len(rows), **condition_figures(rows, classifier, segmenter),
                               "seconds": round(time.perf_counter() - started, 1), "rows": rows}

@@ -203,6 +203,25 @@ def splice_breakdown(rows: list[dict]) -> dict:
     return breakdown
 
 
+def ai_score(classifier, decoded) -> float:
+    """The classifier's calibrated P(AI-generated) for one decoded image, from its card's view (as a scan reads it)."""
+    return float(classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0])
+
+
+def segment(segmenter, decoded) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """One decoded image through the segmenter as a scan reads it: (manipulation score, P(manipulated) at the
+    original size, that map at the pixel threshold, the mask a scan writes: none below the `manipulated` threshold)."""
+    from forensics.masks import gets_mask, manipulated_probabilities, upsample_probabilities
+
+    view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
+    probabilities = next(segmenter.probability_maps([view]))
+    score = segmenter.image_score(probabilities)
+    manipulated = upsample_probabilities(manipulated_probabilities(probabilities), decoded.height, decoded.width)
+    marked = manipulated >= segmenter.card.threshold("pixel")  # forensics.masks.mask_at_original_size
+    written = marked if gets_mask(score, segmenter.card.threshold("manipulated")) else np.zeros_like(marked)
+    return score, manipulated, marked, written
+
+
 def run_check(count: int, analysis: str, classifier_checkpoint: str | None = None,
               segmenter_checkpoint: str | None = None, photographs: str = "reserved") -> tuple[dict, list]:
     from sklearn.metrics import roc_auc_score
@@ -210,7 +229,6 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     from forensics.checkpoint import bundled_checkpoint
     from forensics.decode import decode_image
     from forensics.inference import ClassifierPredictor, SegmenterPredictor
-    from forensics.masks import gets_mask, manipulated_probabilities, upsample_probabilities
     from forensics.metrics import PixelCounts
 
     classifier = ClassifierPredictor.from_checkpoint(classifier_checkpoint or bundled_checkpoint("classifier"))
@@ -222,14 +240,8 @@ def run_check(count: int, analysis: str, classifier_checkpoint: str | None = Non
     rows, examples, shown = [], [], set()
     for item in build_archive(count, photographs=photographs):
         decoded = decode_image(item["data"], [classifier.card.input_spec, segmenter.card.input_spec])
-        ai = float(classifier.predict(classifier.view(decoded.inputs[classifier.card.input_spec])[None])[0])
-        view, _scale = segmenter.view(decoded.inputs[segmenter.card.input_spec])
-        probabilities = next(segmenter.probability_maps([view]))
-        score = segmenter.image_score(probabilities)
-        manipulated = upsample_probabilities(manipulated_probabilities(probabilities), decoded.height, decoded.width)
-        marked = manipulated >= threshold  # the map at the pixel threshold (forensics.masks.mask_at_original_size)
-        # the mask a scan writes (pipeline.stages.assemble_rows): none for an image below the `manipulated` threshold
-        predicted = marked if gets_mask(score, manipulated_threshold) else np.zeros_like(marked)
+        ai = ai_score(classifier, decoded)
+        score, manipulated, marked, predicted = segment(segmenter, decoded)  # predicted: the mask a scan writes
         if item["kind"] != "generated":
             counts.add(predicted, item["mask"])
             every_image_masked.add(marked, item["mask"])
